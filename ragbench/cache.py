@@ -1,0 +1,111 @@
+"""Content-addressed cache for stage outputs, partial (per-batch) outputs and artifacts.
+
+Keys are hashes of everything that determines a result (stage config, upstream keys, data
+fingerprint, code version), never of a component's name, so a changed setting can never
+reuse a stale result. Every write is atomic (temp file or folder, then rename): a run
+killed at any instant leaves either a complete entry or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def default_root() -> Path:
+    if os.environ.get("RAGBENCH_CACHE"):
+        return Path(os.environ["RAGBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragbench"
+
+
+def make_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Cache:
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root else default_root()
+
+    # -- whole stage outputs ------------------------------------------------------------
+    def _entry(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / key
+
+    def get(self, key: str) -> str | None:
+        path = self._entry("outputs", key) / "data"
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        path = self._entry("outputs", key) / "meta.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def put(self, key: str, text: str, meta: dict[str, Any] | None = None) -> None:
+        entry = self._entry("outputs", key)
+        if meta is not None:
+            atomic_write_text(entry / "meta.json", json.dumps(meta, indent=2, default=str))
+        atomic_write_text(entry / "data", text)  # written last: its presence marks the entry complete
+
+    # -- per-batch outputs, for resuming inside a stage -----------------------------------
+    def get_batch(self, key: str) -> str | None:
+        path = self._entry("batches", key)
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
+    def put_batch(self, key: str, text: str) -> None:
+        atomic_write_text(self._entry("batches", key), text)
+
+    # -- artifacts: folders such as indexes --------------------------------------------------
+    def artifact(self, key: str, build: Callable[[Path], None]) -> Path:
+        """Return the folder for `key`, building it with `build(tmp)` first if absent."""
+        final = self._entry("artifacts", key)
+        if final.exists():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.mkdir()
+        try:
+            build(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished first: keep theirs
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def size(self) -> tuple[int, int]:
+        """(files, bytes) under the cache root."""
+        files = total = 0
+        if self.root.exists():
+            for p in self.root.rglob("*"):
+                if p.is_file():
+                    files += 1
+                    total += p.stat().st_size
+        return files, total
+
+    def clear(self) -> None:
+        if self.root.exists():
+            shutil.rmtree(self.root)

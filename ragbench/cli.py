@@ -1,0 +1,188 @@
+"""Command-line interface: parse, call, print. Bad input exits 2 with one line per problem."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ragbench.errors import RagbenchError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _friendly(fn):
+    """Turn RagbenchError into exit code 2 and one line per problem; --debug shows tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RagbenchError as e:
+            if os.environ.get("RAGBENCH_DEBUG"):
+                raise
+            for p in e.problems:
+                err.print(f"[red]error:[/] {p}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err.print("interrupted: finished batches are cached; run the same command again to resume")
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="ragbench")
+def main(debug: bool) -> None:
+    """Evaluate retrieval-augmented generation pipelines."""
+    if debug:
+        os.environ["RAGBENCH_DEBUG"] = "1"
+
+
+@main.command()
+@click.argument("pipeline_file")
+@click.option("--task", "task_name", default="popqa-sample", show_default=True, help="Task card name (tasks/) or path.")
+@click.option("--data", "data_dir", type=click.Path(), help="Folder with the task's files (queries.jsonl, qrels.tsv, corpus.jsonl.gz).")
+@click.option("--split", default=None, help="Task split (default: the card's).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="Run folder (default: results/runs/<task>/<pipeline>-<hash>).")
+@click.option("--results", "results_dir", type=click.Path(), default="results", show_default=True, help="Where run folders go.")
+@click.option("--no-cache", is_flag=True, help="Recompute every stage (uses a throw-away cache).")
+@click.option("--cache-dir", type=click.Path(), default=None, help="Cache location (default: $RAGBENCH_CACHE or ~/.cache/ragbench).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Queries per cached batch.")
+@_friendly
+def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size) -> None:
+    """Run PIPELINE_FILE on a task and write a run folder."""
+    import tempfile
+
+    from ragbench.cache import Cache
+    from ragbench.config import check_metrics, load_pipeline, load_task_card
+    from ragbench.metrics.ir import evaluate
+    from ragbench.pipeline import run_pipeline
+    from ragbench.progress import Reporter
+    from ragbench.runs import config_hash, default_folder, write_run_folder
+    from ragbench.tasks import load_task
+    from ragbench.yamlio import LocatedYaml
+
+    start = time.perf_counter()
+    reporter = Reporter()
+    pipeline = load_pipeline(pipeline_file)
+    card, card_path = load_task_card(task_name)
+    metrics = list(pipeline.metrics or card.metrics)
+    problems = check_metrics(metrics, pipeline.final.cls.depth(pipeline.final.options),
+                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",))
+    if problems:
+        raise RagbenchError(problems)
+    task = load_task(card, split, data_dir, limit, need_corpus=True, reporter=reporter)
+    reporter.log(f"task {task.name} ({task.split}): {len(task.queries)} queries, "
+                 f"{len(task.corpus) if task.corpus is not None else 0} documents from {task.source}")
+    with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
+        cache = Cache(tmp if no_cache else cache_dir)
+        result = run_pipeline(pipeline, task, cache, reporter, batch_size=batch_size)
+    aggregate, per_query = evaluate(result.final.rankings, task.qrels, metrics)
+    chash = config_hash(pipeline, task, metrics, limit)
+    folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
+    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv)
+
+    table = Table(title=f"{pipeline.name} on {task.name} ({task.split}, {len(per_query)} queries)")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{aggregate[m]:.4f}" for m in metrics))
+    out.print(table)
+    stages = Table(title="stages", show_edge=False)
+    for col in ("stage", "type", "source", "seconds"):
+        stages.add_column(col)
+    for s in result.stages:
+        source = "cache" if s.cached else (f"computed ({s.batches_cached}/{s.batches_total} batches resumed)" if s.batches_cached else "computed")
+        stages.add_row(s.spec.id, s.spec.type, source, f"{s.seconds:.2f}")
+    out.print(stages)
+    all_cached = all(s.cached for s in result.stages)
+    out.print(f"{'every stage came from the cache; ' if all_cached else ''}run folder: {folder}  ({time.perf_counter() - start:.2f}s)")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@_friendly
+def validate(files) -> None:
+    """Check pipeline or task-card YAML files; print every problem as FILE:LINE: path: message."""
+    from ragbench.config import validate_file
+
+    problems = []
+    for f in files:
+        try:
+            problems += validate_file(f)
+        except RagbenchError as e:
+            problems += e.problems
+    for p in problems:
+        click.echo(str(p))
+    if problems:
+        sys.exit(2)
+    click.echo(f"ok: {len(files)} file(s) valid")
+
+
+@main.command("list")
+@_friendly
+def list_cmd() -> None:
+    """Show components with their options, and the task cards."""
+    from ragbench import registry
+    from ragbench.config import TASKS_DIR, load_task_card
+
+    for name in registry.names():
+        cls = registry.get(name)
+        table = Table(title=f"type: {name}  ({cls.kind})", title_justify="left", show_edge=False)
+        for col in ("option", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        for fname, f in cls.Options.model_fields.items():
+            default = f.default_factory() if f.default_factory else f.default
+            if hasattr(default, "model_dump"):
+                default = default.model_dump()
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            table.add_row(fname, ann, repr(default), f.description or "")
+        out.print(table)
+        out.print()
+    tasks = Table(title="tasks", title_justify="left", show_edge=False)
+    for col in ("task", "splits", "metrics", "description"):
+        tasks.add_column(col, overflow="fold")
+    for path in sorted(TASKS_DIR.glob("*.yaml")):
+        card, _ = load_task_card(path)
+        tasks.add_row(card.name, ", ".join(card.splits), ", ".join(card.metrics), card.description)
+    out.print(tasks)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or clear the stage cache."""
+
+
+@cache.command("clear")
+@click.option("--cache-dir", type=click.Path(), default=None)
+@_friendly
+def cache_clear(cache_dir) -> None:
+    from ragbench.cache import Cache
+
+    c = Cache(cache_dir)
+    files, size = c.size()
+    c.clear()
+    click.echo(f"removed {files} files ({size / 1e6:.1f} MB) from {c.root}")
+
+
+@cache.command("info")
+@click.option("--cache-dir", type=click.Path(), default=None)
+def cache_info(cache_dir) -> None:
+    from ragbench.cache import Cache
+
+    c = Cache(cache_dir)
+    files, size = c.size()
+    click.echo(f"{c.root}: {files} files, {size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

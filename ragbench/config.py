@@ -1,0 +1,270 @@
+"""Pipeline and task-card YAML -> typed, validated objects, with every problem located.
+
+Validation never stops at the first problem: `ragbench validate` reports them all, each as
+`FILE:LINE: yaml.path: message`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragbench import registry
+from ragbench.errors import Problem, RagbenchError
+from ragbench.stage import Stage, StageOptions
+from ragbench.yamlio import Loc, LocatedYaml, format_loc, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PIPELINES_DIR = REPO_ROOT / "pipelines"
+TASKS_DIR = REPO_ROOT / "tasks"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- pipelines
+class _PipelineSpec(_Strict):
+    name: str
+    description: str = ""
+    metrics: list[str] | None = Field(None, description="ir_measures names; default: the task card's")
+    stages: list[dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    id: str
+    type: str
+    cls: type[Stage]
+    options: StageOptions
+    inputs: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fully resolved stage, defaults included: what the cache key and lock file see."""
+        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **self.options.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    description: str
+    stages: tuple[StageSpec, ...]
+    metrics: tuple[str, ...] | None
+    file: str
+
+    @property
+    def final(self) -> StageSpec:
+        return self.stages[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "metrics": list(self.metrics) if self.metrics else None,
+            "stages": [s.as_dict() for s in self.stages],
+        }
+
+    def config_hash(self) -> str:
+        return stable_hash(self.as_dict())[:12]
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        loc = (*prefix, *e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append(Problem(doc.file, msg, doc.line(loc), format_loc(loc)))
+    return out
+
+
+def _known_fields(cls: type[Stage]) -> str:
+    return ", ".join(cls.Options.model_fields) or "none"
+
+
+def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
+    """Validate a pipeline document; returns the pipeline (if usable) and every problem found."""
+    problems: list[Problem] = []
+    if not isinstance(doc.data, dict):
+        return None, [Problem(doc.file, "a pipeline must be a YAML mapping with 'name' and 'stages'", 1)]
+    try:
+        spec = _PipelineSpec.model_validate(doc.data)
+    except ValidationError as e:
+        return None, _pydantic_problems(doc, e)
+
+    stages: list[StageSpec] = []
+    depths: dict[str, int | None] = {}
+    seen_ids: set[str] = set()
+    for i, raw in enumerate(spec.stages):
+        loc: Loc = ("stages", i)
+        if not isinstance(raw, dict) or "type" not in raw:
+            problems.append(Problem(doc.file, "each stage needs a 'type:'", doc.line(loc), format_loc(loc)))
+            continue
+        raw = dict(raw)
+        type_name = str(raw.pop("type"))
+        sid = str(raw.pop("id", type_name))
+        if sid in seen_ids:
+            problems.append(Problem(doc.file, f"duplicate stage id '{sid}' (give it a unique 'id:')", doc.line((*loc, "id")) or doc.line(loc), format_loc((*loc, "id"))))
+        seen_ids.add(sid)
+        inputs_raw = raw.pop("input", raw.pop("inputs", None))
+        if type_name not in registry.COMPONENTS:
+            problems.append(Problem(doc.file, f"unknown type '{type_name}'{registry.suggest(type_name)}; known: {', '.join(registry.names())}", doc.line((*loc, "type")), format_loc((*loc, "type"))))
+            continue
+        cls = registry.get(type_name)
+        try:
+            options = cls.Options.model_validate(raw)
+        except ValidationError as e:
+            for p in _pydantic_problems(doc, e, loc):
+                if p.message == "unknown field":
+                    p.message = f"unknown field for type '{type_name}' (its fields: {_known_fields(cls)})"
+                problems.append(p)
+            continue
+        # inputs: default to the previous stage for stages that read one
+        if inputs_raw is None:
+            inputs = (stages[-1].id,) if cls.min_inputs >= 1 and stages else ()
+        else:
+            inputs = tuple([inputs_raw] if isinstance(inputs_raw, str) else [str(x) for x in inputs_raw])
+        in_loc = (*loc, "input" if "input" in doc.data["stages"][i] else "inputs")
+        for name in inputs:
+            if name not in depths:
+                problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {', '.join(depths) or 'none'})", doc.line(in_loc), format_loc(in_loc)))
+        if not cls.min_inputs <= len(inputs) <= cls.max_inputs:
+            want = str(cls.min_inputs) if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
+            problems.append(Problem(doc.file, f"type '{type_name}' takes {want} input stage(s), got {len(inputs)}", doc.line(in_loc), format_loc(in_loc)))
+        depth = cls.depth(options)
+        if cls.narrows_input and depth is not None:
+            for name in inputs:
+                upstream = depths.get(name)
+                if upstream is not None and depth > upstream:
+                    problems.append(Problem(doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream}); a stage cannot reorder documents it never receives", doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
+        depths[sid] = depth
+        stages.append(StageSpec(sid, type_name, cls, options, inputs))
+
+    metrics = tuple(spec.metrics) if spec.metrics else None
+    if metrics:
+        problems += check_metrics(metrics, depths.get(stages[-1].id) if stages else None, doc, ("metrics",))
+    if problems:
+        return None, problems
+    return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
+
+
+def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc) -> list[Problem]:
+    """Unknown measures, and cutoffs deeper than the final ranking, are errors."""
+    from ragbench.metrics.ir import cutoff, parse_measure
+
+    problems = []
+    for j, name in enumerate(names):
+        try:
+            measure = parse_measure(name)
+        except ValueError as e:
+            problems.append(Problem(doc.file, str(e), doc.line((*loc, j)), format_loc((*loc, j))))
+            continue
+        k = cutoff(measure)
+        if depth is not None and k is not None and k > depth:
+            problems.append(Problem(doc.file, f"{name} needs rankings of depth {k} but the last stage returns top_k={depth}", doc.line((*loc, j)), format_loc((*loc, j))))
+    return problems
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    path = resolve_path(path, PIPELINES_DIR, "pipeline")
+    pipeline, problems = parse_pipeline(load_yaml(path))
+    if problems:
+        raise RagbenchError(problems)
+    assert pipeline is not None
+    return pipeline
+
+
+# ----------------------------------------------------------------------------- task cards
+class HFSource(_Strict):
+    """One Hugging Face dataset table (or a local parquet/jsonl file or save_to_disk folder)."""
+
+    path: str
+    name: str | None = None
+    split: str = "{split}"
+    revision: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict, description="our field -> dataset column; id '__index__' = row number")
+
+
+class HFSpec(_Strict):
+    queries: HFSource
+    corpus: HFSource | None = None
+    qrels: HFSource | None = None
+    relevant_format: str = Field("ids", description="how the queries' 'relevant' column names documents: ids | wikipedia_urls")
+
+
+class SplitSpec(_Strict):
+    where: dict[str, Any] = Field(default_factory=dict, description="keep queries whose fields equal these values")
+    hf_split: str | None = None
+
+
+class TaskCard(_Strict):
+    name: str
+    description: str = ""
+    homepage: str = ""
+    citation: str = ""
+    license: str = ""
+    embedded: str | None = Field(None, description="folder under ragbench/data shipped with the package")
+    hf: HFSpec | None = None
+    splits: dict[str, SplitSpec] = Field(default_factory=lambda: {"test": SplitSpec()})
+    default_split: str = "test"
+    metrics: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
+    corpus_hint: str = Field("", description="how to get a corpus when none ships (printed when missing)")
+
+
+def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
+    if not isinstance(doc.data, dict):
+        return None, [Problem(doc.file, "a task card must be a YAML mapping with 'name'", 1)]
+    try:
+        card = TaskCard.model_validate(doc.data)
+    except ValidationError as e:
+        return None, _pydantic_problems(doc, e)
+    problems = []
+    if card.default_split not in card.splits:
+        problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}", doc.line(("default_split",)), "default_split"))
+    problems += check_metrics(card.metrics, None, doc, ("metrics",))
+    return (None, problems) if problems else (card, [])
+
+
+def load_task_card(name_or_path: str | Path) -> tuple[TaskCard, Path]:
+    path = resolve_path(name_or_path, TASKS_DIR, "task")
+    card, problems = parse_task_card(load_yaml(path))
+    if problems:
+        raise RagbenchError(problems)
+    assert card is not None
+    return card, path
+
+
+def resolve_path(name_or_path: str | Path, folder: Path, what: str) -> Path:
+    """A path as given, or a bare name looked up in the shipped folder."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = folder / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(x.stem for x in folder.glob("*.yaml"))
+    raise RagbenchError.at(str(name_or_path), f"no such {what}; give a YAML path or one of: {', '.join(known)}")
+
+
+def validate_file(path: str | Path) -> list[Problem]:
+    """Validate a pipeline or a task card (told apart by a top-level 'stages' key)."""
+    doc = load_yaml(path)
+    if isinstance(doc.data, dict) and "stages" not in doc.data and ("splits" in doc.data or "hf" in doc.data or "embedded" in doc.data):
+        return parse_task_card(doc)[1]
+    if isinstance(doc.data, dict) and "stages" not in doc.data and Path(path).resolve().parent == TASKS_DIR:
+        return parse_task_card(doc)[1]
+    return parse_pipeline(doc)[1]

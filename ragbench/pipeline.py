@@ -1,0 +1,100 @@
+"""Runs a pipeline's stages in order over a task, with caching and resume.
+
+This is the one place where the flow of data is visible: each stage reads its upstream
+stages' rankings and produces its own, batch by batch. A batch's output is cached the
+moment it is finished, so an interrupted run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragbench.cache import Cache, make_key
+from ragbench.config import Pipeline, StageSpec
+from ragbench.progress import Reporter
+from ragbench.stage import StageEnv
+from ragbench.trec import format_run, parse_run
+from ragbench.types import Query, Ranking, TaskData
+
+
+@dataclass
+class StageResult:
+    spec: StageSpec
+    key: str
+    rankings: dict[str, Ranking]
+    batches_total: int
+    batches_cached: int
+    seconds: float
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cached(self) -> bool:
+        return self.batches_cached == self.batches_total
+
+    def ranking(self, qid: str) -> Ranking:
+        return self.rankings.get(qid) or Ranking(qid, [], [])
+
+
+@dataclass
+class PipelineResult:
+    stages: list[StageResult]
+
+    @property
+    def final(self) -> StageResult:
+        return self.stages[-1]
+
+
+def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
+    return [(q.id, q.text) for q in queries]
+
+
+def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> str:
+    """Everything that determines a stage's output, except which queries it is asked about."""
+    corpus = task.corpus.fingerprint if task.corpus is not None else None
+    return make_key("stage", spec.as_dict(), spec.cls.version, [u.key for u in upstream], corpus)
+
+
+def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter, batch_size: int = 64) -> PipelineResult:
+    results: dict[str, StageResult] = {}
+    for spec in pipeline.stages:
+        upstream = [results[name] for name in spec.inputs]
+        results[spec.id] = _run_stage(spec, upstream, task, cache, reporter, batch_size)
+    return PipelineResult(list(results.values()))
+
+
+def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,
+               reporter: Reporter, batch_size: int) -> StageResult:
+    start = time.perf_counter()
+    key = stage_key(spec, upstream, task)
+    batches = [task.queries[i:i + batch_size] for i in range(0, len(task.queries), batch_size)]
+    out_key = make_key(key, _fingerprint(task.queries))
+    whole = cache.get(out_key)
+    if whole is not None:
+        meta = cache.get_meta(out_key) or {}
+        reporter.log(f"{spec.id}: {len(task.queries)} queries from cache")
+        return StageResult(spec, key, parse_run(whole), len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
+
+    batch_keys = [make_key(key, _fingerprint(b)) for b in batches]
+    done = {k: cache.get_batch(k) for k in batch_keys}
+    missing = [b for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
+    n_cached = len(batches) - len(missing)
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id))
+    if missing:
+        if n_cached:
+            reporter.log(f"{spec.id}: resuming, {n_cached} of {len(batches)} batches already cached")
+        stage.prepare(task)
+        with reporter.task(f"{spec.id} ({spec.type})", sum(map(len, missing)), "queries") as advance:
+            for batch, bkey in zip(batches, batch_keys, strict=True):
+                if done[bkey] is not None:
+                    continue
+                inputs = [{q.id: u.ranking(q.id) for q in batch} for u in upstream]
+                out = stage.process(batch, inputs)
+                done[bkey] = format_run(out[q.id] for q in batch if q.id in out)
+                cache.put_batch(bkey, done[bkey])
+                advance(len(batch))
+    identity = stage.identity()
+    text = "".join(done[k] or "" for k in batch_keys)
+    cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
+    return StageResult(spec, key, parse_run(text), len(batches), n_cached, time.perf_counter() - start, identity)

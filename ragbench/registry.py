@@ -1,0 +1,31 @@
+"""The one table from YAML `type:` names to component classes.
+
+Entries are import paths, so heavy libraries (torch, the JVM) load only when a pipeline uses
+the component. A new component is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from ragbench.stage import Stage
+
+COMPONENTS: dict[str, str] = {
+    "bm25": "ragbench.retrievers.bm25:BM25",
+}
+
+
+def names() -> list[str]:
+    return sorted(COMPONENTS)
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, COMPONENTS, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def get(name: str) -> type[Stage]:
+    """The class registered as `name`; KeyError if there is none."""
+    module, _, attr = COMPONENTS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,99 @@
+"""The run folder: what `ragbench run` leaves behind and later commands read.
+
+    config.lock.yaml  fully resolved config, data fingerprints, package versions, model identities
+    run.trec          the final ranking (TREC run format)
+    metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}}
+    per_query.jsonl   {"query_id": ..., <metric>: value, ...} per evaluated query
+    timings.json      per stage: cache key, whether it came from the cache, seconds
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragbench import __version__
+from ragbench.cache import atomic_write_text
+from ragbench.config import Pipeline, stable_hash
+from ragbench.errors import RagbenchError
+from ragbench.pipeline import PipelineResult
+from ragbench.trec import format_run
+from ragbench.types import TaskData
+
+_PACKAGES = ("ir_measures", "pytrec_eval-terrier", "bm25s", "rank-bm25", "pyserini", "numpy", "torch",
+             "transformers", "sentence-transformers", "datasets")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def config_hash(pipeline: Pipeline, task: TaskData, metrics: list[str], limit: int | None) -> str:
+    return stable_hash([pipeline.as_dict(), task.name, task.split, limit, metrics, task.fingerprint])[:12]
+
+
+def default_folder(results_dir: Path, task: TaskData, pipeline: Pipeline, chash: str) -> Path:
+    return results_dir / "runs" / task.name / f"{pipeline.name}-{chash}"
+
+
+def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: PipelineResult, metrics: list[str],
+                     aggregate: dict[str, float], per_query: dict[str, dict[str, float]], chash: str,
+                     limit: int | None, argv: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lock: dict[str, Any] = {
+        "ragbench": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(argv),
+        "config_hash": chash,
+        "pipeline": {"file": pipeline.file, **pipeline.as_dict()},
+        "task": {
+            "name": task.name, "split": task.split, "source": task.source, "limit": limit,
+            "n_queries": len(task.queries), "fingerprint": task.fingerprint,
+            "corpus": None if task.corpus is None else {"source": task.corpus.source, "documents": len(task.corpus),
+                                                        "fingerprint": task.corpus.fingerprint},
+        },
+        "metrics": metrics,
+        "stages": [{"id": s.spec.id, "type": s.spec.type, "cache_key": s.key, "identity": s.identity} for s in result.stages],
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "packages": package_versions()},
+    }
+    atomic_write_text(folder / "config.lock.yaml", yaml.safe_dump(lock, sort_keys=False, allow_unicode=True))
+    final = result.final
+    atomic_write_text(folder / "run.trec", format_run((final.ranking(q.id) for q in task.queries), tag=pipeline.name))
+    atomic_write_text(folder / "metrics.json", json.dumps({
+        "task": task.name, "pipeline": pipeline.name, "config_hash": chash, "split": task.split,
+        "n_queries": len(per_query), "metrics": aggregate}, indent=2) + "\n")
+    atomic_write_text(folder / "per_query.jsonl", "".join(
+        json.dumps({"query_id": qid, **values}) + "\n" for qid, values in per_query.items()))
+    atomic_write_text(folder / "timings.json", json.dumps({"stages": [
+        {"id": s.spec.id, "cache_key": s.key, "from_cache": s.cached, "batches_cached": s.batches_cached,
+         "batches": s.batches_total, "seconds": round(s.seconds, 3)} for s in result.stages]}, indent=2) + "\n")
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """metrics.json from a run folder or the file itself, checked against the contract."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    if not p.exists():
+        raise RagbenchError.at(str(p), "file not found (expected a run folder or its metrics.json)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RagbenchError.at(str(p), f"not valid JSON ({e.msg})", line=e.lineno) from None
+    for fld, typ in (("task", str), ("pipeline", str), ("config_hash", str), ("n_queries", int), ("metrics", dict)):
+        if not isinstance(data.get(fld), typ):
+            raise RagbenchError.at(str(p), f"expected {typ.__name__}", path=fld)
+    return data

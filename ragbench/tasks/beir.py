@@ -1,0 +1,115 @@
+"""Local BEIR-style task folders: corpus.jsonl[.gz], queries.jsonl, qrels.tsv or qrels/<split>.tsv.
+
+Every malformed line is reported with its file and line number; ids are strings.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ragbench.errors import RagbenchError
+from ragbench.types import Corpus, Document, Qrels, Query
+
+
+def find(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            yield from enumerate(f, start=1)
+    except (OSError, EOFError) as e:
+        raise RagbenchError.at(str(path), f"cannot read: {e}") from None
+
+
+def _json_records(path: Path, digest: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, raw in _lines(path):
+        digest.update(raw)
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise RagbenchError.at(str(path), f"not valid JSON ({e.msg} at column {e.colno})", line=n) from None
+        if not isinstance(rec, dict):
+            raise RagbenchError.at(str(path), "expected a JSON object per line", line=n)
+        yield n, rec
+
+
+def _id(rec: dict[str, Any], path: Path, n: int) -> str:
+    value = rec.get("_id", rec.get("id"))
+    if value is None or str(value) == "":
+        raise RagbenchError.at(str(path), "missing 'id' (or '_id')", line=n, path="id")
+    return str(value)
+
+
+def load_corpus(path: Path) -> Corpus:
+    digest = hashlib.sha256()
+    docs: dict[str, Document] = {}
+    for n, rec in _json_records(path, digest):
+        did = _id(rec, path, n)
+        text = rec.get("text")
+        if not isinstance(text, str):
+            raise RagbenchError.at(str(path), "missing or non-string 'text'", line=n, path="text")
+        if did in docs:
+            raise RagbenchError.at(str(path), f"duplicate document id '{did}'", line=n, path="id")
+        extra = {k: v for k, v in rec.items() if k not in ("_id", "id", "text", "title")}
+        docs[did] = Document(did, text, str(rec.get("title") or ""), extra)
+    return Corpus(docs, digest.hexdigest(), source=str(path))
+
+
+def load_queries(path: Path) -> tuple[list[Query], str]:
+    digest = hashlib.sha256()
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for n, rec in _json_records(path, digest):
+        qid = _id(rec, path, n)
+        text = rec.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise RagbenchError.at(str(path), f"query '{qid}' has an empty or missing 'text'", line=n, path="text")
+        if qid in seen:
+            raise RagbenchError.at(str(path), f"duplicate query id '{qid}'", line=n, path="id")
+        seen.add(qid)
+        queries.append(Query(qid, text, {k: v for k, v in rec.items() if k not in ("_id", "id", "text")}))
+    return queries, digest.hexdigest()
+
+
+def load_qrels(path: Path) -> tuple[Qrels, str]:
+    """TSV with a `query-id corpus-id score` header (BEIR), or 4-column TREC qrels."""
+    digest = hashlib.sha256()
+    qrels: Qrels = {}
+    for n, raw in _lines(path):
+        digest.update(raw)
+        line = raw.decode("utf-8").strip()
+        if not line:
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if n == 1 and not parts[-1].lstrip("-").isdigit():
+            continue  # header
+        if len(parts) == 4:  # TREC: qid iter docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise RagbenchError.at(str(path), f"expected 'query-id<TAB>corpus-id<TAB>score', got {len(parts)} columns", line=n)
+        try:
+            score = int(float(parts[2]))
+        except ValueError:
+            raise RagbenchError.at(str(path), f"score must be an integer, got {parts[2]!r}", line=n, path="score") from None
+        qrels.setdefault(parts[0], {})[parts[1]] = score
+    return qrels, digest.hexdigest()
+
+
+def qrels_path(folder: Path, split: str) -> Path | None:
+    for p in (folder / "qrels" / f"{split}.tsv", folder / "qrels.tsv"):
+        if p.exists():
+            return p
+    return None

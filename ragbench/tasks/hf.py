@@ -1,0 +1,123 @@
+"""Hugging Face `datasets` tables with a field mapping: the path for users who are online.
+
+`path` may also be a local parquet/jsonl/csv file or a `save_to_disk` folder, which is how
+the mapping is tested offline.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from ragbench.config import HFSource, HFSpec
+from ragbench.errors import RagbenchError
+from ragbench.types import Corpus, Document, Qrels, Query
+
+_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"}
+
+
+def load_table(src: HFSource, split: str) -> Any:
+    import datasets
+
+    split_name = src.split.format(split=split)
+    p = Path(src.path)
+    try:
+        if p.is_dir() and any((p / f).exists() for f in ("state.json", "dataset_dict.json", "dataset_info.json")):
+            ds = datasets.load_from_disk(str(p))
+            return ds[split_name] if isinstance(ds, datasets.DatasetDict) else ds
+        if p.suffix in _FILE_BUILDERS and p.exists():
+            kwargs = {"delimiter": "\t"} if p.suffix == ".tsv" else {}
+            return datasets.load_dataset(_FILE_BUILDERS[p.suffix], data_files=str(p), split="train", **kwargs)
+        return datasets.load_dataset(src.path, src.name, split=split_name, revision=src.revision)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        what = f"{src.path}" + (f" (config {src.name})" if src.name else "") + f" split {split_name}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RagbenchError.at(what, f"cannot load Hugging Face dataset: {first}") from None
+
+
+def _column(row: dict[str, Any], src: HFSource, field: str, index: int, required: bool = True) -> Any:
+    col = src.fields.get(field, field)
+    if col == "__index__":
+        return index
+    if col not in row:
+        if not required:
+            return None
+        raise RagbenchError.at(src.path, f"column '{col}' not found (columns: {', '.join(row)}); map it under fields.{field}", path=f"fields.{field}")
+    return row[col]
+
+
+def wikipedia_id(url: str) -> str | None:
+    """A Wikipedia URL -> 'enwiki:Title_with_underscores' (FRAMES' corpus ids)."""
+    parsed = urlparse(url.strip())
+    if not parsed.netloc.endswith("wikipedia.org") or parsed.netloc.startswith("simple."):
+        return None
+    if parsed.path.startswith("/w/index.php"):
+        title = parse_qs(parsed.query).get("title", [""])[0]
+    elif parsed.path.startswith("/wiki/"):
+        title = parsed.path[len("/wiki/"):]
+    else:
+        return None
+    title = unquote(title).replace(" ", "_")
+    if not title:
+        return None
+    return "enwiki:" + title[0].upper() + title[1:]
+
+
+def _relevant(value: Any, fmt: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        value = ast.literal_eval(text) if text.startswith("[") else [text]
+    ids = [str(v) for v in value]
+    if fmt == "wikipedia_urls":
+        return [i for i in (wikipedia_id(u) for u in ids) if i]
+    return ids
+
+
+def load(spec: HFSpec, split: str, need_corpus: bool) -> tuple[list[Query], Qrels, Corpus | None, str]:
+    digest = hashlib.sha256()
+    queries: list[Query] = []
+    qrels: Qrels = {}
+    table = load_table(spec.queries, split)
+    mapped = {spec.queries.fields.get(f, f) for f in ("id", "text", "relevant")}
+    for i, row in enumerate(table):
+        qid = str(_column(row, spec.queries, "id", i))
+        text = _column(row, spec.queries, "text", i)
+        if not isinstance(text, str) or not text.strip():
+            raise RagbenchError.at(spec.queries.path, f"query '{qid}' (row {i}) has empty text", path=f"fields.text={spec.queries.fields.get('text', 'text')}")
+        extra = {k: v for k, v in row.items() if k not in mapped}
+        queries.append(Query(qid, text, extra))
+        digest.update(json.dumps([qid, text]).encode())
+        if "relevant" in spec.queries.fields:
+            for doc in _relevant(_column(row, spec.queries, "relevant", i), spec.relevant_format):
+                qrels.setdefault(qid, {})[doc] = 1
+    if spec.qrels is not None:
+        for i, row in enumerate(load_table(spec.qrels, split)):
+            qid = str(_column(row, spec.qrels, "query_id", i))
+            doc = str(_column(row, spec.qrels, "doc_id", i))
+            score = _column(row, spec.qrels, "score", i, required=False)
+            qrels.setdefault(qid, {})[doc] = int(score if score is not None else 1)
+            digest.update(f"{qid}\t{doc}\t{score}".encode())
+    corpus = None
+    if need_corpus and spec.corpus is not None:
+        cdigest = hashlib.sha256()
+        docs: dict[str, Document] = {}
+        cmapped = {spec.corpus.fields.get(f, f) for f in ("id", "text", "title")}
+        for i, row in enumerate(load_table(spec.corpus, split)):
+            did = str(_column(row, spec.corpus, "id", i))
+            text = _column(row, spec.corpus, "text", i) or ""
+            title = _column(row, spec.corpus, "title", i, required=False) or ""
+            docs[did] = Document(did, str(text), str(title), {k: v for k, v in row.items() if k not in cmapped})
+            cdigest.update(json.dumps([did, title, text]).encode())
+        corpus = Corpus(docs, cdigest.hexdigest(), source=f"hf:{spec.corpus.path}")
+    return queries, qrels, corpus, digest.hexdigest()
+
+
+def strip_ws(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip()

@@ -1,0 +1,92 @@
+"""Plain data that flows between stages.
+
+Everything here is serialisable (rankings as TREC run lines, the rest as JSON) so that any
+stage's output can be cached, inspected, or replaced by a file from another tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Document:
+    id: str
+    text: str
+    title: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def contents(self, fields: tuple[str, ...] = ("title", "text"), sep: str = " ") -> str:
+        """The text a retriever indexes: the chosen fields joined, empty ones skipped."""
+        parts = [self.title if f == "title" else self.text if f == "text" else str(self.extra.get(f, "")) for f in fields]
+        return sep.join(p for p in parts if p)
+
+
+@dataclass(slots=True)
+class Query:
+    id: str
+    text: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Corpus(Mapping[str, Document]):
+    """Documents by id, in file order, with a content fingerprint that cache keys depend on."""
+
+    docs: dict[str, Document]
+    fingerprint: str
+    source: str = ""
+
+    def __getitem__(self, key: str) -> Document:
+        return self.docs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.docs)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+# qrels: query id -> doc id -> graded relevance (the shape ir_measures and pytrec_eval take)
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(slots=True)
+class Ranking:
+    """One query's ranked list, best first."""
+
+    qid: str
+    docids: list[str]
+    scores: list[float]
+
+    def __post_init__(self) -> None:
+        if len(self.docids) != len(self.scores):
+            raise ValueError(f"ranking for {self.qid}: {len(self.docids)} ids but {len(self.scores)} scores")
+
+    @classmethod
+    def from_scores(cls, qid: str, scored: Mapping[str, float] | list[tuple[str, float]], k: int | None = None) -> Ranking:
+        """Sort by score descending, ties broken by doc id so every engine orders ties alike."""
+        items = scored.items() if isinstance(scored, Mapping) else scored
+        ordered = sorted(items, key=lambda x: (-x[1], x[0]))[:k]
+        return cls(qid, [d for d, _ in ordered], [float(s) for _, s in ordered])
+
+    def top(self, k: int) -> Ranking:
+        return Ranking(self.qid, self.docids[:k], self.scores[:k])
+
+    def __len__(self) -> int:
+        return len(self.docids)
+
+
+@dataclass(slots=True)
+class TaskData:
+    """Everything a pipeline needs from a task, loaded once."""
+
+    name: str
+    split: str
+    queries: list[Query]
+    qrels: Qrels
+    corpus: Corpus | None
+    source: str  # where the data came from, for the lock file
+    fingerprint: str  # of queries + qrels + corpus
