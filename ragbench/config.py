@@ -262,7 +262,10 @@ def resolve_path(name_or_path: str | Path, folder: Path, what: str) -> Path:
 
 def validate_file(path: str | Path) -> list[Problem]:
     """Validate a pipeline or a task card (told apart by a top-level 'stages' key)."""
-    doc = load_yaml(path)
+    try:
+        doc = load_yaml(path)
+    except RagbenchError as e:
+        return e.problems
     if isinstance(doc.data, dict) and "stages" not in doc.data and ("splits" in doc.data or "hf" in doc.data or "embedded" in doc.data):
         return parse_task_card(doc)[1]
     if isinstance(doc.data, dict) and "stages" not in doc.data and Path(path).resolve().parent == TASKS_DIR:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -34,10 +35,8 @@ _PACKAGES = ("ir_measures", "pytrec_eval-terrier", "bm25s", "rank-bm25", "pyseri
 def package_versions() -> dict[str, str]:
     out = {}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 

