@@ -15,7 +15,7 @@ from ragbench.cache import Cache, make_key
 from ragbench.config import Pipeline, StageSpec
 from ragbench.progress import Reporter
 from ragbench.stage import StageEnv
-from ragbench.trec import format_run, parse_run
+from ragbench.trec import dump_rankings, load_rankings
 from ragbench.types import Query, Ranking, TaskData
 
 
@@ -74,7 +74,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     if whole is not None:
         meta = cache.get_meta(out_key) or {}
         reporter.log(f"{spec.id}: {len(task.queries)} queries from cache")
-        return StageResult(spec, key, parse_run(whole), len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
+        return StageResult(spec, key, load_rankings(whole), len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
 
     batch_keys = [make_key(key, _fingerprint(b)) for b in batches]
     done = {k: cache.get_batch(k) for k in batch_keys}
@@ -91,10 +91,10 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
                     continue
                 inputs = [{q.id: u.ranking(q.id) for q in batch} for u in upstream]
                 out = stage.process(batch, inputs)
-                done[bkey] = format_run(out[q.id] for q in batch if q.id in out)
+                done[bkey] = dump_rankings(out[q.id] for q in batch if q.id in out)
                 cache.put_batch(bkey, done[bkey])
                 advance(len(batch))
     identity = stage.identity()
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
-    return StageResult(spec, key, parse_run(text), len(batches), n_cached, time.perf_counter() - start, identity)
+    return StageResult(spec, key, load_rankings(text), len(batches), n_cached, time.perf_counter() - start, identity)
