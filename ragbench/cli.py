@@ -144,8 +144,7 @@ def list_cmd() -> None:
             default = f.default_factory() if f.default_factory else f.default
             if hasattr(default, "model_dump"):
                 default = default.model_dump()
-            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
-            table.add_row(fname, ann, repr(default), f.description or "")
+            table.add_row(fname, _type_name(f.annotation), repr(default), f.description or "")
         out.print(table)
         out.print()
     tasks = Table(title="tasks", title_justify="left", show_edge=False)
@@ -155,6 +154,15 @@ def list_cmd() -> None:
         card, _ = load_task_card(path)
         tasks.add_row(card.name, ", ".join(card.splits), ", ".join(card.metrics), card.description)
     out.print(tasks)
+
+
+def _type_name(annotation) -> str:
+    """Literal['a', 'b'] -> 'a | b'; plain classes by name."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(map(str, typing.get_args(annotation)))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 @main.group()

@@ -110,3 +110,12 @@ def test_unknown_pipeline_name_lists_known_ones() -> None:
 def test_engine_specific_analyzer_choices_are_checked(tmp_path: Path, engine: str, stemmer: str) -> None:
     p = _write(tmp_path, f"name: x\nstages:\n  - type: bm25\n    engine: {engine}\n    analyzer: {{stemmer: {stemmer}}}\n")
     assert len(validate_file(p)) == 1
+
+
+def test_list_shows_components_options_and_tasks() -> None:
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0, result.output
+    engine_row = next(line for line in result.output.splitlines() if line.lstrip().startswith("engine"))
+    assert "type: bm25" in result.output and "bm25s |" in engine_row and "rank_bm25" in result.output
+    for task in ("scifact", "popqa", "popqa-sample", "litsearch", "frames"):
+        assert task in result.output
