@@ -92,12 +92,13 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
     write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv)
 
-    table = Table(title=f"{pipeline.name} on {task.name} ({task.split}, {len(per_query)} queries)")
+    out.print(f"[bold]{pipeline.name}[/] on [bold]{task.name}[/] ({task.split}, {len(per_query)} queries)")
+    table = Table()
     for name in metrics:
         table.add_column(name, justify="right")
     table.add_row(*(f"{aggregate[m]:.4f}" for m in metrics))
     out.print(table)
-    stages = Table(title="stages", show_edge=False)
+    stages = Table(show_edge=False)
     for col in ("stage", "type", "source", "seconds"):
         stages.add_column(col)
     for s in result.stages:
