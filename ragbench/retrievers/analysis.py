@@ -53,5 +53,6 @@ class Analyzer:
             s = memo.get(t)
             if s is None:
                 s = memo[t] = self.stem(t)
-            out.append(s)
+            if s:  # Snowball's porter stems "s" (as in "Rankin's" -> rankin, s) to "": not a term
+                out.append(s)
         return out

@@ -10,7 +10,11 @@ b=0.4, Lucene's idf, Porter stemming and its 33 English stopwords.
 | stopwords | en (Lucene's set), none             | en, none                  | en (Lucene's set), none    |
 | lowercase | on/off                              | on/off                    | always on                  |
 
-bm25s scores equal rank_bm25's divided by (k1 + 1) for the same variant; rankings agree.
+robertson: bm25s scores equal rank_bm25's divided by (k1 + 1), except for terms in more than
+half the documents (rank_bm25 floors their negative idf at epsilon * mean idf, bm25s at 0).
+bm25+: rank_bm25 uses delta 1, bm25s 0.5, so scores differ by a per-query constant; rankings agree.
+bm25l: rank-bm25 0.2.2 multiplies each term's score by its frequency (dorianbrown/rank_bm25#5,
+fixed upstream after that release), so its bm25l ranks differently from bm25s's.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class BM25Options(StageOptions):
 
 class BM25(Retriever):
     Options = BM25Options
-    version = "1"
+    version = "2"  # 2: the analyzer no longer emits an empty term (porter stem of "s")
     options: BM25Options
 
     def index(self, task: TaskData) -> None:
