@@ -44,6 +44,31 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def build_folder(final: Path, build: Callable[[Path], None]) -> Path:
+    """Return `final`, building it with `build(tmp)` in a sibling temp folder first if absent.
+
+    The temp folder is renamed into place only once `build` returns, so a killed build
+    leaves no half-written `final`; if two processes race, the first rename wins.
+    """
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first: keep theirs
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 class Cache:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root else default_root()
@@ -77,24 +102,7 @@ class Cache:
     # -- artifacts: folders such as indexes --------------------------------------------------
     def artifact(self, key: str, build: Callable[[Path], None]) -> Path:
         """Return the folder for `key`, building it with `build(tmp)` first if absent."""
-        final = self._entry("artifacts", key)
-        if final.exists():
-            return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir()
-        try:
-            build(tmp)
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process finished first: keep theirs
-                if not final.exists():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        return build_folder(self._entry("artifacts", key), build)
 
     def size(self) -> tuple[int, int]:
         """(files, bytes) under the cache root."""

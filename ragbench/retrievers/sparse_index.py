@@ -1,0 +1,371 @@
+"""A sparse inverted index shared by learned-sparse retrievers (SPLADE, PromptReps).
+
+Documents are sparse vectors over a model's vocabulary (term id -> weight). They are encoded
+once, in chunks that are cached as they finish (an interrupted encoding resumes at the
+first missing chunk), and stored as one scipy CSR matrix (`docs.npz`, N x V) in the cache.
+A query's score for a document is the dot product of their vectors.
+
+Engines (`engine:`):
+- scipy (default): the matrix is transposed into postings (V x N) and a batch of queries is
+  scored with one sparse product, which touches only the postings of the query's terms.
+  Query batches are sized so that no batch materialises more than ~16M scores, documents are
+  split in blocks of 2**20, and each query keeps a running top-k (argpartition) across blocks;
+  no dense N x Q matrix is ever built.
+- lucene: an Anserini impact index (JsonVectorCollection, `-impact -pretokenized`, the term
+  strings of the vocabulary as tokens) searched with SimpleImpactSearcher. Impacts are
+  integers, so float weights are quantised as round(100 * w) on both sides (scores are divided
+  by 100**2 to stay on the float scale); integer weights (PromptReps) are indexed as they are.
+  It is built from the same cached matrix, so switching engines does not re-encode.
+
+Ties: every engine returns all documents tied with the k-th score and Ranking.from_scores
+breaks ties by document id, so the rankings do not depend on the engine's internal order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy import sparse
+
+from ragbench.cache import make_key
+from ragbench.retrievers.base import Retriever
+from ragbench.stage import StageOptions
+from ragbench.types import Query, Ranking, TaskData
+
+#: scores materialised per query batch and document block (float32 + int32 index each)
+SCORE_BUDGET = 1 << 24
+DOC_BLOCK = 1 << 20
+#: integer quantisation of float weights for the Lucene impact index
+LUCENE_SCALE = 100
+
+Hits = tuple[np.ndarray, np.ndarray]  # (document rows, scores), unordered
+Encoded = tuple[sparse.csr_matrix, "np.ndarray | None"]  # sparse rows, optional dense rows
+
+
+def to_csr(rows: Sequence[dict[int, float]] | Any, vocab_size: int) -> sparse.csr_matrix:
+    """Rows given as {term id: weight} dicts, or a torch sparse/dense tensor, -> float32 CSR."""
+    if hasattr(rows, "is_sparse") or hasattr(rows, "layout"):  # a torch tensor
+        import torch
+
+        t = rows.detach().to("cpu")
+        if t.is_sparse:
+            t = t.coalesce()
+            idx, val = t.indices().numpy(), t.values().to(torch.float32).numpy()
+            m = sparse.csr_matrix((val, (idx[0], idx[1])), shape=(t.shape[0], vocab_size), dtype=np.float32)
+        else:
+            m = sparse.csr_matrix(t.to(torch.float32).numpy())
+    else:
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        for row in rows:
+            indices.extend(row.keys())
+            data.extend(row.values())
+            indptr.append(len(indices))
+        m = sparse.csr_matrix((np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int32),
+                               np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, vocab_size))
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def top_k_with_ties(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
+    """The k best (row, score) pairs plus every pair tied with the k-th score."""
+    if len(scores) <= k:
+        return rows, scores
+    kth = -np.partition(-scores, k - 1)[k - 1]
+    keep = scores >= kth
+    return rows[keep], scores[keep]
+
+
+# ----------------------------------------------------------------------------- corpus encoding
+def _atomic_save(path: Path, save: Callable[[Path], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_npz(path: Path, m: sparse.spmatrix) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            sparse.save_npz(f, m, compressed=False)
+
+    _atomic_save(path, save)
+
+
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, a)
+
+    _atomic_save(path, save)
+
+
+def encode_corpus(stage: Retriever, key: str, texts: Sequence[str], encode: Callable[[list[str]], Encoded],
+                  vocab_size: int, batch_size: int, chunk_docs: int, description: str) -> Path:
+    """The cached folder holding the corpus's vectors: docs.npz (N x V CSR), dense.npy if any.
+
+    Encoding runs `encode` on batches of `batch_size` texts; every `chunk_docs` documents the
+    finished rows are saved under <cache>/partial/<key>, so a killed run resumes there.
+    """
+    n = len(texts)
+    partial = stage.env.cache.root / "partial" / key[:2] / key
+
+    def build(tmp: Path) -> None:
+        partial.mkdir(parents=True, exist_ok=True)
+        chunk_docs_ = max(chunk_docs, batch_size)
+        starts = list(range(0, n, chunk_docs_))
+        done = [s for s in starts if (partial / f"{s:010d}.npz").exists()]
+        if done:
+            stage.env.reporter.log(f"{description}: resuming, {len(done)} of {len(starts)} chunks already encoded")
+        sparse_parts: list[sparse.csr_matrix] = []
+        dense_parts: list[np.ndarray] = []
+        with stage.env.reporter.task(description, n, "docs") as advance:
+            advance(sum(min(chunk_docs_, n - s) for s in done))
+            for s in starts:
+                spath, dpath = partial / f"{s:010d}.npz", partial / f"{s:010d}.dense.npy"
+                if spath.exists():
+                    sparse_parts.append(sparse.load_npz(spath).tocsr())
+                    if dpath.exists():
+                        dense_parts.append(np.load(dpath))
+                    continue
+                rows: list[sparse.csr_matrix] = []
+                dense_rows: list[np.ndarray] = []
+                # longest first, so a batch pads little and the largest batch (memory) comes first
+                order = sorted(range(s, min(s + chunk_docs_, n)), key=lambda i: (-len(texts[i]), i))
+                for b in range(0, len(order), batch_size):
+                    batch = [texts[i] for i in order[b:b + batch_size]]
+                    m, d = encode(batch)
+                    if m.shape != (len(batch), vocab_size):
+                        raise RuntimeError(f"encoder returned a {m.shape} matrix for {len(batch)} texts (vocabulary {vocab_size})")
+                    rows.append(m)
+                    if d is not None:
+                        dense_rows.append(np.asarray(d, dtype=np.float32))
+                    advance(len(batch))
+                back = np.argsort(np.asarray(order) - s)  # row of each document, in corpus order
+                chunk = sparse.vstack(rows, format="csr", dtype=np.float32)[back]
+                chunk.sort_indices()
+                if dense_rows:
+                    dense = np.ascontiguousarray(np.concatenate(dense_rows)[back])
+                    _save_npy(dpath, dense)  # before the npz: the npz's presence marks the chunk complete
+                    dense_parts.append(dense)
+                _save_npz(spath, chunk)
+                sparse_parts.append(chunk)
+        matrix = sparse.vstack(sparse_parts, format="csr", dtype=np.float32) if sparse_parts else sparse.csr_matrix((0, vocab_size), dtype=np.float32)
+        _save_npz(tmp / "docs.npz", matrix)
+        if dense_parts:
+            if len(dense_parts) != len(sparse_parts):
+                raise RuntimeError(f"{partial}: some chunks lack their dense vectors; delete the folder and re-run")
+            _save_npy(tmp / "dense.npy", np.concatenate(dense_parts))
+        data = matrix.data
+        meta = {"docs": n, "vocab_size": vocab_size, "nnz": int(matrix.nnz),
+                "integer": bool(np.all(np.equal(np.mod(data, 1), 0))) if data.size else True,
+                "dense_dim": int(dense_parts[0].shape[1]) if dense_parts else None}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    path = stage.artifact_dir(key, build)
+    shutil.rmtree(partial, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        partial.parent.rmdir()  # the two-letter shard folder, when this was its last entry
+    return path
+
+
+# ----------------------------------------------------------------------------- engines
+class ScipySparseIndex:
+    """Exact top-k by sparse dot product over an in-memory inverted index."""
+
+    def __init__(self, matrix: sparse.csr_matrix, block_docs: int = DOC_BLOCK, budget: int = SCORE_BUDGET):
+        matrix = matrix.tocsr()
+        self.n_docs, self.vocab_size = matrix.shape
+        self.block_docs = max(1, min(block_docs, self.n_docs))
+        self.query_batch = max(1, budget // self.block_docs)
+        # postings: one V x B CSR per block of documents (row t = the documents holding term t)
+        self.blocks = [(start, matrix[start:start + self.block_docs].T.tocsr())
+                       for start in range(0, self.n_docs, self.block_docs)]
+
+    def search(self, queries: sparse.csr_matrix, k: int) -> list[Hits]:
+        queries = queries.tocsr().astype(np.float32)
+        out: list[Hits] = []
+        empty: Hits = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+        for qs in range(0, queries.shape[0], self.query_batch):
+            batch = queries[qs:qs + self.query_batch]
+            best: list[Hits] = [empty] * batch.shape[0]
+            for start, postings in self.blocks:
+                scores = (batch @ postings).tocsr()  # b x B, only documents sharing a term
+                for i in range(batch.shape[0]):
+                    lo, hi = scores.indptr[i], scores.indptr[i + 1]
+                    if lo == hi:
+                        continue
+                    vals = scores.data[lo:hi]
+                    pos = vals > 0
+                    rows = scores.indices[lo:hi][pos].astype(np.int64) + start
+                    rows, vals = top_k_with_ties(rows, vals[pos], k)
+                    if len(best[i][0]):
+                        rows, vals = top_k_with_ties(np.concatenate([best[i][0], rows]), np.concatenate([best[i][1], vals]), k)
+                    best[i] = (rows, vals)
+            out.extend(best)
+        return out
+
+
+class LuceneImpactIndex:
+    """Anserini impact index over the same vectors (integer weights, term strings as tokens)."""
+
+    def __init__(self, stage: Retriever, vectors_dir: Path, doc_ids: list[str], terms: list[str], threads: int):
+        from ragbench._java import start_jvm
+
+        start_jvm()
+        from jnius import autoclass
+
+        meta = json.loads((vectors_dir / "meta.json").read_text())
+        self.scale = 1 if meta["integer"] else LUCENE_SCALE
+        self.terms, self.threads = terms, threads
+        key = make_key("lucene-impact", vectors_dir.name, self.scale, make_key(terms), version("pyserini"))
+
+        def build(tmp: Path) -> None:
+            matrix = sparse.load_npz(vectors_dir / "docs.npz").tocsr()
+            with tempfile.TemporaryDirectory(prefix="ragbench-impact-", dir=tmp.parent) as inp:
+                with open(Path(inp) / "docs.jsonl", "w", encoding="utf-8") as f:
+                    for i, doc_id in enumerate(doc_ids):
+                        lo, hi = matrix.indptr[i], matrix.indptr[i + 1]
+                        vector = self._quantise(matrix.indices[lo:hi], matrix.data[lo:hi])
+                        f.write(json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n")
+                index_collection = autoclass("io.anserini.index.IndexCollection")
+                with stage.env.reporter.task("lucene: building impact index", len(doc_ids), "docs") as advance:
+                    index_collection.main(["-collection", "JsonVectorCollection", "-input", inp, "-index", str(tmp),
+                                           "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
+                                           "-threads", str(max(1, threads)), "-quiet"])
+                    advance(len(doc_ids))
+            (tmp / "ragbench.json").write_text(json.dumps({"docs": len(doc_ids), "scale": self.scale}))
+
+        path = stage.artifact_dir(key, build)
+        self.searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path))
+        self._map, self._int, self._list = autoclass("java.util.HashMap"), autoclass("java.lang.Integer"), autoclass("java.util.ArrayList")
+
+    def _quantise(self, indices: np.ndarray, weights: np.ndarray) -> dict[str, int]:
+        q = np.rint(weights * self.scale).astype(np.int64)
+        return {self.terms[t]: int(w) for t, w in zip(indices, q, strict=True) if w > 0}
+
+    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> dict[str, list[tuple[str, float]]]:
+        queries = queries.tocsr()
+        jqueries, jqids, out = self._list(), self._list(), {}
+        for i, qid in enumerate(qids):
+            lo, hi = queries.indptr[i], queries.indptr[i + 1]
+            vector = self._quantise(queries.indices[lo:hi], queries.data[lo:hi])
+            out[qid] = []
+            if not vector:
+                continue
+            jq = self._map()
+            for term, w in vector.items():
+                jq.put(term, self._int(w))
+            jqueries.add(jq)
+            jqids.add(qid)
+        if jqids.size():
+            results = self.searcher.batch_search(jqueries, jqids, int(k), int(self.threads))
+            for entry in results.entrySet().toArray():
+                # impacts and query weights are integers, so is their dot product: Lucene's float
+                # accumulation can be off by a few ulps, which would break ties arbitrarily
+                out[entry.getKey()] = [(h.docid, round(h.score) / self.scale ** 2) for h in entry.getValue()]
+        return out
+
+
+def lucene_terms(tokens: list[str]) -> list[str]:
+    """Vocabulary entries as whitespace-free, unique index terms (Anserini splits on whitespace)."""
+    out = []
+    for i, t in enumerate(tokens):
+        out.append(t if t and not any(c.isspace() for c in t) else f"__tok{i}__")
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage base
+class SparseOptions(StageOptions):
+    engine: Literal["scipy", "lucene"] = Field("scipy", description="scipy (in-process sparse product) | lucene (Anserini impact index via pyserini)")
+    fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1, description="document fields encoded, joined by a space")
+    top_k: int = Field(1000, ge=1, description="documents returned per query")
+    batch_size: int = Field(32, ge=1, description="texts per encoder forward pass")
+    device: str = Field("cpu", description="torch device for the encoder")
+    threads: int = Field(1, ge=1, description="search threads (lucene)")
+
+
+class SparseRetriever(Retriever):
+    """Encode the corpus once into the sparse index, then score query vectors against it.
+
+    Subclasses provide the encoder: `load_encoder`, `encoder_key` (everything that changes the
+    document vectors), `vocab` (term strings by id), `encode_documents`, `encode_queries`.
+    """
+
+    options: SparseOptions
+    #: documents per cached chunk while encoding the corpus (the unit of resume)
+    chunk_docs: ClassVar[int] = 1024
+
+    @abstractmethod
+    def load_encoder(self) -> None: ...
+
+    @abstractmethod
+    def encoder_key(self) -> Any: ...
+
+    @abstractmethod
+    def vocab(self) -> list[str]: ...
+
+    @abstractmethod
+    def encode_documents(self, texts: list[str]) -> Encoded: ...
+
+    @abstractmethod
+    def encode_queries(self, texts: list[str]) -> Encoded: ...
+
+    def index(self, task: TaskData) -> None:
+        assert task.corpus is not None
+        o = self.options
+        self.load_encoder()
+        self.doc_ids = list(task.corpus.docs)
+        texts = [d.contents(o.fields) for d in task.corpus.docs.values()]
+        key = make_key("sparse-vectors", type(self).__name__, self.version, self.encoder_key(), o.fields, task.corpus.fingerprint)
+        vocab = self.vocab()
+        self.vectors_dir = encode_corpus(self, key, texts, self.encode_documents, len(vocab), o.batch_size,
+                                         self.chunk_docs, f"{type(self).__name__.lower()}: encoding corpus")
+        self.meta = json.loads((self.vectors_dir / "meta.json").read_text())
+        dense = self.vectors_dir / "dense.npy"
+        self.doc_dense = np.load(dense, mmap_mode="r") if dense.exists() else None
+        if o.engine == "lucene":
+            self.engine: ScipySparseIndex | LuceneImpactIndex = LuceneImpactIndex(self, self.vectors_dir, self.doc_ids, lucene_terms(vocab), o.threads)
+        else:
+            self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"))
+
+    def sparse_search(self, queries: list[Query], q_sparse: sparse.csr_matrix, k: int) -> dict[str, Ranking]:
+        if isinstance(self.engine, LuceneImpactIndex):
+            hits = self.engine.search(q_sparse, [q.id for q in queries], k)
+            return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
+        found = self.engine.search(q_sparse, k)
+        return {q.id: Ranking.from_scores(q.id, [(self.doc_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)], k)
+                for q, (rows, scores) in zip(queries, found, strict=True)}
+
+    def search(self, queries: list[Query]) -> dict[str, Ranking]:
+        q_sparse, _ = self.encode_queries([q.text for q in queries])
+        return self.sparse_search(queries, q_sparse, min(self.options.top_k, len(self.doc_ids)))
+
+    def identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {"engine": self.options.engine}
+        if self.options.engine == "lucene":
+            from ragbench._java import java_version
+
+            ident.update({"pyserini": version("pyserini"), "java": java_version()})
+        else:
+            ident["scipy"] = version("scipy")
+        return ident
+
