@@ -100,6 +100,10 @@ class Cache:
         atomic_write_text(self._entry("batches", key), text)
 
     # -- artifacts: folders such as indexes --------------------------------------------------
+    def artifact_path(self, key: str) -> Path:
+        """Where the finished folder for `key` lives (it may not exist yet)."""
+        return self._entry("artifacts", key)
+
     def artifact(self, key: str, build: Callable[[Path], None]) -> Path:
         """Return the folder for `key`, building it with `build(tmp)` first if absent."""
         return build_folder(self._entry("artifacts", key), build)

@@ -212,7 +212,7 @@ class Dense(Retriever):
         key = self.embeddings_key(task)
         cache = self.env.cache
         work = cache.root / "work" / key[:2] / key
-        final = cache._entry("artifacts", key)  # where cache.artifact(key) puts the finished folder
+        final = cache.artifact_path(key)
 
         def build(tmp: Path) -> None:
             self._encode_corpus(task, work, final, tmp)
