@@ -247,6 +247,7 @@ def test_splade_far_above_random(tmp_path):
     stage.prepare(task)
     score = evaluate(stage.search(task.queries), task.qrels, ["nDCG@10"])[0]["nDCG@10"]
     rand = random_ndcg(task)
+    print(f"splade nDCG@10 {score:.3f}, random {rand:.3f} ({len(task.corpus)} passages, {len(task.queries)} queries)")
     assert score > max(3 * rand, rand + 0.25), f"splade nDCG@10 {score:.3f} vs random {rand:.3f}"
 
 
@@ -391,6 +392,7 @@ def test_llm_sparse_far_above_random(converted, tmp_path):
     hybrid.encode_documents = None  # type: ignore[assignment] - would fail if called
     hybrid.prepare(task)
     h = evaluate(hybrid.search(task.queries), task.qrels, ["nDCG@10"])[0]["nDCG@10"]
+    print(f"llm_sparse nDCG@10 {score:.3f}, hybrid {h:.3f}, random {rand:.3f} ({len(task.corpus)} passages, {len(task.queries)} queries)")
     assert h > max(3 * rand, rand + 0.2), f"hybrid nDCG@10 {h:.3f} vs random {rand:.3f}"
 
 
@@ -402,4 +404,5 @@ def test_far_above_random_on_the_whole_sample(kind, converted, tmp_path):
     stage.prepare(task)
     score = evaluate(stage.search(task.queries), task.qrels, ["nDCG@10"])[0]["nDCG@10"]
     rand = random_ndcg(task)
+    print(f"{kind} nDCG@10 {score:.3f}, random {rand:.3f} ({len(task.corpus)} passages, {len(task.queries)} queries)")
     assert score > max(5 * rand, rand + 0.3), f"{kind} nDCG@10 {score:.3f} vs random {rand:.3f}"
