@@ -36,3 +36,18 @@ def have_lucene() -> bool:
     except ImportError:
         return False
     return True
+
+
+def require_lucene() -> None:
+    """Skip (with the reason) when pyserini or Java 21 is unavailable."""
+    try:
+        import pyserini  # noqa: F401
+    except Exception as e:  # ImportError, or pyserini failing during its own import
+        pytest.skip(f"engine 'lucene' needs pyserini: import pyserini failed ({type(e).__name__}: {e})")
+    from ragbench._java import start_jvm
+    from ragbench.errors import RagbenchError
+
+    try:
+        start_jvm()
+    except RagbenchError as e:
+        pytest.skip(f"engine 'lucene' needs Java 21: {e}")

@@ -28,6 +28,7 @@ from ragbench.retrievers.bm25 import BM25, BM25Options
 from ragbench.stage import StageEnv
 from ragbench.tasks.beir import load_corpus, load_queries
 from ragbench.types import Query, Ranking, TaskData
+from tests.conftest import require_lucene
 
 SAMPLE = Path(__file__).resolve().parents[1] / "ragbench" / "data" / "popqa_sample"
 K = 10
@@ -62,20 +63,6 @@ def build(task: TaskData, cache_dir: Path, **options) -> BM25:
     stage = BM25(BM25Options(top_k=K, **options), StageEnv(Cache(cache_dir), Reporter(quiet=True), "bm25"))
     stage.prepare(task)
     return stage
-
-
-def require_lucene() -> None:
-    try:
-        import pyserini  # noqa: F401
-    except Exception as e:  # ImportError, or pyserini failing during its own import
-        pytest.skip(f"engine 'lucene' needs pyserini: import pyserini failed ({type(e).__name__}: {e})")
-    from ragbench._java import start_jvm
-    from ragbench.errors import RagbenchError
-
-    try:
-        start_jvm()
-    except RagbenchError as e:
-        pytest.skip(f"engine 'lucene' needs Java 21: {e}")
 
 
 def assert_same_top_k(got: dict[str, Ranking], ref: dict[str, Ranking], queries: list[Query],

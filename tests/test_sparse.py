@@ -38,6 +38,7 @@ from ragbench.retrievers.sparse_index import (
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
 from ragbench.types import Corpus, Document, Query, Ranking, TaskData
+from tests.conftest import require_lucene
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -53,20 +54,6 @@ class _Stub(Retriever):
 
 def stub(tmp_path: Path) -> _Stub:
     return _Stub(_Stub.Options(), StageEnv(Cache(tmp_path), Reporter(quiet=True), "stub"))
-
-
-def require_lucene() -> None:
-    try:
-        import pyserini  # noqa: F401
-    except Exception as e:  # ImportError, or pyserini failing during its own import
-        pytest.skip(f"engine 'lucene' needs pyserini: import pyserini failed ({type(e).__name__}: {e})")
-    from ragbench._java import start_jvm
-    from ragbench.errors import RagbenchError
-
-    try:
-        start_jvm()
-    except RagbenchError as e:
-        pytest.skip(f"engine 'lucene' needs Java 21: {e}")
 
 
 def brute_force(docs: np.ndarray, queries: np.ndarray, doc_ids: list[str], k: int) -> list[Ranking]:
