@@ -384,6 +384,7 @@ def test_llm_sparse_far_above_random(converted, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # llm_sparse: about 10 minutes on 2 idle cores
 @pytest.mark.parametrize("kind", ["splade", "llm_sparse"])
 def test_far_above_random_on_the_whole_sample(kind, converted, tmp_path):
     task = full_popqa(100)
