@@ -51,7 +51,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from ragbench.cache import atomic_write_text, make_key
+from ragbench.cache import atomic_write, atomic_write_text, make_key
 from ragbench.errors import RagbenchError
 from ragbench.models import ResolvedModel, resolve
 from ragbench.retrievers.base import Retriever
@@ -303,7 +303,7 @@ class Dense(Retriever):
                         plan = (z["doc_offsets"], z["spans"])
                 else:
                     plan = self._plan_chunks(task)
-                    _atomic_save_npz(work / "plan.npz", doc_offsets=plan[0], spans=plan[1])
+                    atomic_write(work / "plan.npz", lambda f: np.savez(f, doc_offsets=plan[0], spans=plan[1]))
             n_rows = len(self.doc_ids) if plan is None else int(plan[0][-1])
             dim = self._dimension()
             dtype = np.dtype(self.options.dtype)
@@ -473,15 +473,6 @@ def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
         return scores, ids
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return np.take_along_axis(scores, part, axis=1), np.take_along_axis(ids, part, axis=1)
-
-
-def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

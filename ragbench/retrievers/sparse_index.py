@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from abc import abstractmethod
@@ -38,7 +37,7 @@ import numpy as np
 from pydantic import Field
 from scipy import sparse
 
-from ragbench.cache import make_key
+from ragbench.cache import atomic_write, make_key
 from ragbench.retrievers.base import Retriever
 from ragbench.stage import StageOptions
 from ragbench.types import Query, Ranking, TaskData
@@ -91,31 +90,12 @@ def top_k_with_ties(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
 
 
 # ----------------------------------------------------------------------------- corpus encoding
-def _atomic_save(path: Path, save: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_npz(path: Path, m: sparse.spmatrix) -> None:
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            sparse.save_npz(f, m, compressed=False)
-
-    _atomic_save(path, save)
+    atomic_write(path, lambda f: sparse.save_npz(f, m, compressed=False))
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, a)
-
-    _atomic_save(path, save)
+    atomic_write(path, lambda f: np.save(f, a))
 
 
 def encode_corpus(stage: Retriever, key: str, texts: Sequence[str], encode: Callable[[list[str]], Encoded],
