@@ -94,6 +94,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
                 done[bkey] = dump_rankings(out[q.id] for q in batch if q.id in out)
                 cache.put_batch(bkey, done[bkey])
                 advance(len(batch))
+        stage.finish()
     identity = stage.identity()
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})

@@ -59,6 +59,9 @@ class Stage(ABC):
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
         """Rank one batch of queries. `inputs` holds each upstream stage's rankings."""
 
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """Called after the stage processed its uncached batches (log request counts, free memory)."""
+
     def identity(self) -> dict[str, Any]:
         """Model names, weight hashes, engine versions: written to config.lock.yaml."""
         return {}

@@ -1,0 +1,1 @@
+"""Rerankers: reorder the top of one upstream ranking (listwise LLM, FIRST, ICR, cross-encoder)."""
