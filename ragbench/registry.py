@@ -17,6 +17,9 @@ COMPONENTS: dict[str, str] = {
     "splade": "ragbench.retrievers.splade:Splade",
     "llm_sparse": "ragbench.retrievers.llm_sparse:LLMSparse",
     "fusion": "ragbench.retrievers.fusion:Fusion",
+    "listwise": "ragbench.rerankers.listwise:Listwise",
+    "first": "ragbench.rerankers.first:First",
+    "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
 }
 
 

