@@ -77,13 +77,39 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _yaml_loc(data: Any, loc: Loc) -> tuple[Loc, str]:
+    """pydantic's error location as a path in the YAML, and the tagged-union choice it went through.
+
+    A discriminated union (`llm: {backend: transformers}`) puts the tag in the location
+    (llm.transformers.base_url), though it is no key in the file: it is dropped and returned
+    as "backend 'transformers'".
+    """
+    out: list[str | int] = []
+    node, tag = data, ""
+    for j, part in enumerate(loc):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and j < len(loc) - 1 and part in node.values():
+            tag = next(f"{k} '{part}'" for k, v in node.items() if v == part)
+            continue
+        else:
+            node = None
+        out.append(part)
+    return tuple(out), tag
+
+
 def _pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) -> list[Problem]:
     out = []
     for e in err.errors():
-        loc = (*prefix, *e["loc"])
+        loc, tag = _yaml_loc(doc.data, (*prefix, *e["loc"]))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = f"unknown field for {tag}" if tag else "unknown field"
+        elif e["type"] == "union_tag_invalid":
+            loc = (*loc, e["ctx"]["discriminator"].strip("'"))
+            msg = f"unknown {e['ctx']['discriminator'].strip(chr(39))} {e['ctx']['tag']!r} (expected one of: {e['ctx']['expected_tags']})"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"{e['ctx']['discriminator']} is required"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):

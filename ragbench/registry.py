@@ -17,6 +17,7 @@ COMPONENTS: dict[str, str] = {
     "splade": "ragbench.retrievers.splade:Splade",
     "llm_sparse": "ragbench.retrievers.llm_sparse:LLMSparse",
     "fusion": "ragbench.retrievers.fusion:Fusion",
+    "icr": "ragbench.rerankers.icr:ICR",
     "listwise": "ragbench.rerankers.listwise:Listwise",
     "first": "ragbench.rerankers.first:First",
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",

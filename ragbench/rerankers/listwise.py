@@ -1,0 +1,200 @@
+"""`type: listwise`: an LLM writes a permutation of a window of passages (RankGPT / RankZephyr).
+
+The prompt is RankZephyr's single turn (castorini/rank_llm `rank_zephyr_template.yaml`; the
+letter variant is `rank_zephyr_alpha_template.yaml`, FIRST's identifiers). Long lists go
+through a sliding window from the bottom up ([n-w, n), then `stride` higher, up to [0, w)),
+each window's permutation written back in place, so strong documents bubble to the top.
+
+Windows of a query are sequential by nature, but the same window position of every query in
+a batch is one `llm.chat` call ("wave"): server backends see concurrent requests and the
+transformers backend batches them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+from typing_extensions import Self
+
+from ragbench.errors import RagbenchError
+from ragbench.llm.base import Chat, Sampling
+from ragbench.rerankers.base import LLMReranker, LLMRerankerOptions, by_order, truncate_words
+from ragbench.stage import StageOptions
+from ragbench.types import Query, Ranking
+
+Identifiers = Literal["numeric", "letters"]
+
+SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query"
+PREFIX = ("I will provide you with {num} passages, each indicated by a{kind} identifier []. "
+          "Rank the passages based on their relevance to the search query: {query}.")
+SUFFIX = ("Search Query: {query}.\nRank the {num} passages above based on their relevance to the search query. "
+          "All the passages should be included and listed using identifiers, in descending order of relevance. "
+          "The output format should be [] > [], e.g., {example}, Answer concisely and directly and only respond "
+          "with the ranking results, do not say any word or explain.")
+#: something in a passage that reads like an identifier: [3] or [B], rewritten (3) / (B)
+_ID_IN_TEXT = re.compile(r"\[(\d+|[A-Za-z])\]")
+#: the most letters a window can use (A..Z)
+MAX_LETTERS = 26
+
+
+def identifier(i: int, identifiers: Identifiers) -> str:
+    """The label of the i-th (0-based) passage in a window: 1, 2, ... or A, B, ..."""
+    return chr(ord("A") + i) if identifiers == "letters" else str(i + 1)
+
+
+def parse_permutation(text: str, n: int, identifiers: Identifiers) -> list[int]:
+    """A permutation of range(n) from a model's reply, whatever the reply is.
+
+    Bracketed ids are read first; a reply with none falls back to bare numbers (numeric, as
+    rank_llm reads any digits) or lone capital letters. Ids are 1-based (A = 1); out-of-range
+    and repeated ids are dropped and the missing ones appended in their original order.
+    """
+    text = text.split("</think>")[-1]  # reasoning models: only the answer counts
+    if identifiers == "letters":
+        found = re.findall(r"\[\s*([A-Z])\s*\]", text) or re.findall(r"\b([A-Z])\b", text)
+        ids = [ord(c) - ord("A") for c in found]
+    else:
+        found = re.findall(r"\[\s*(\d+)\s*\]", text) or re.findall(r"\d+", text)
+        ids = [int(x) - 1 for x in found if len(x) < 6]  # absurdly long digit runs are not ids
+    seen: set[int] = set()
+    order = []
+    for i in ids:
+        if 0 <= i < n and i not in seen:
+            seen.add(i)
+            order.append(i)
+    return order + [i for i in range(n) if i not in seen]
+
+
+def windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """The [start, end) windows over n candidates, bottom first, the last one starting at 0."""
+    if n <= 1:
+        return []
+    out, end = [], n
+    while True:
+        start = max(0, end - window)
+        out.append((start, end))
+        if start == 0:
+            return out
+        end -= stride
+
+
+def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Chat:
+    """RankZephyr's single-turn prompt for one window."""
+    num = len(passages)
+    ids = [identifier(i, identifiers) for i in range(num)]
+    # a passage must not contain something that reads like an identifier
+    lines = [f"[{x}] " + _ID_IN_TEXT.sub(r"(\1)", p) for x, p in zip(ids, passages, strict=True)]
+    kind, example = (("n alphabetical", "[B] > [A]") if identifiers == "letters" else (" numerical", "[2] > [1]"))
+    user = (PREFIX.format(num=num, kind=kind, query=query) + "\n\n" + "\n".join(lines) + "\n"
+            + SUFFIX.format(num=num, query=query, example=example))
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+class WindowOptions(LLMRerankerOptions):
+    window: int = Field(20, ge=2, description="passages per LLM call")
+    stride: int | None = Field(None, ge=1, description="how far the window moves up each step (<= window); default window // 2 (10 for 20)")
+    passes: int = Field(1, ge=1, description="sliding-window sweeps over the list (rank_llm's num_passes)")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> Self:
+        if self.stride is not None and self.stride > self.window:
+            raise ValueError(f"stride {self.stride} is larger than window {self.window}: documents between windows would never be compared")
+        return self
+
+    @property
+    def step(self) -> int:
+        return self.stride or max(1, self.window // 2)
+
+
+class ListwiseOptions(WindowOptions):
+    identifiers: Identifiers = Field("numeric", description="numeric [1] [2] ... | letters [A] [B] ... (FIRST's, at most 26)")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; default: the tokens of a full window permutation + 16")
+
+    @model_validator(mode="after")
+    def _letters_fit(self) -> Self:
+        if self.identifiers == "letters" and self.window > MAX_LETTERS:
+            raise ValueError(f"identifiers 'letters' (A-Z) label at most {MAX_LETTERS} passages, but window is {self.window}")
+        return self
+
+
+class SlidingWindow(LLMReranker):
+    """The window bookkeeping shared by listwise generation and FIRST; `rank_windows` differs."""
+
+    options: WindowOptions
+    #: text the assistant's reply starts with (FIRST: "[")
+    reply_prefix: ClassVar[str] = ""
+    identifiers: Identifiers = "numeric"
+    windows_done = 0
+
+    def window_chat(self, query: Query, docids: list[str], max_new: int) -> Chat:
+        """The prompt for one window, passages cut further until prompt + reply fit the context.
+
+        rank_llm's rule: cut the per-passage word limit by max(1, overflow_tokens // (4 * w)).
+        """
+        texts = [self.passage(d) for d in docids]
+        limit = max((len(t.split()) for t in texts), default=1)
+        budget = self.llm.context_length - max_new
+        while True:
+            chat = build_chat(query.text, [truncate_words(t, limit) for t in texts], self.identifiers)
+            over = self.llm.prompt_tokens(chat, self.reply_prefix) - budget
+            if over <= 0:
+                return chat
+            if limit <= 1:
+                raise RagbenchError.at("llm", f"a window of {len(docids)} passages does not fit the context length "
+                                       f"{self.llm.context_length} even at one word per passage; lower 'window'")
+            limit = max(1, limit - max(1, over // (4 * len(docids))))
+
+    def rank_windows(self, queries: list[Query], docs: list[list[str]]) -> list[list[int]]:
+        """One wave: a permutation (indices into each window) per (query, window)."""
+        raise NotImplementedError
+
+    def rerank_many(self, items: list[tuple[Query, Ranking]]) -> dict[str, Ranking]:
+        o = self.options
+        orders = {q.id: list(r.docids) for q, r in items}
+        plans = {q.id: windows(len(r), o.window, o.step) * o.passes for q, r in items}
+        for wave in range(max((len(p) for p in plans.values()), default=0)):
+            active = [(q, plans[q.id][wave]) for q, _ in items if wave < len(plans[q.id])]
+            docs = [orders[q.id][a:b] for q, (a, b) in active]
+            perms = self.rank_windows([q for q, _ in active], docs)
+            self.windows_done += len(active)
+            for (q, (a, b)), d, perm in zip(active, docs, perms, strict=True):
+                orders[q.id][a:b] = [d[i] for i in perm]
+        return {q.id: by_order(q.id, orders[q.id]) if len(r) > 1 else r for q, r in items}
+
+    def rerank(self, query: Query, candidates: Ranking) -> Ranking:
+        return self.rerank_many([(query, candidates)])[query.id]
+
+    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
+        upstream = inputs[0]
+        return self.rerank_many([(q, (upstream.get(q.id) or Ranking(q.id, [], [])).top(self.options.top_k)) for q in queries])
+
+    def finish(self) -> None:
+        s = self.llm.stats
+        per = f", {s.seconds / s.requests:.2f}s per window asked" if s.requests else ""
+        self.env.reporter.log(f"{self.env.stage_id}: {self.windows_done} windows, {s.summary()}{per}")
+
+
+class Listwise(SlidingWindow):
+    """Sliding-window listwise reranking by generated permutations."""
+
+    Options: ClassVar[type[StageOptions]] = ListwiseOptions
+    options: ListwiseOptions
+
+    @property
+    def identifiers(self) -> Identifiers:  # type: ignore[override]
+        return self.options.identifiers
+
+    def max_new_tokens(self, n: int) -> int:
+        """Tokens to generate for an n-passage window: a full permutation plus a margin."""
+        if self.options.max_new_tokens:
+            return self.options.max_new_tokens
+        ideal = " > ".join(f"[{identifier(i, self.identifiers)}]" for i in reversed(range(n)))
+        return self.llm.count_tokens(ideal) + 16
+
+    def rank_windows(self, queries: list[Query], docs: list[list[str]]) -> list[list[int]]:
+        max_new = self.max_new_tokens(max(map(len, docs)))
+        chats = [self.window_chat(q, d, max_new) for q, d in zip(queries, docs, strict=True)]
+        replies = self.llm.chat(chats, Sampling(max_tokens=max_new), prefix=self.reply_prefix)
+        return [parse_permutation(r.text, len(d), self.identifiers) for r, d in zip(replies, docs, strict=True)]
