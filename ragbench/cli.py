@@ -145,7 +145,7 @@ def list_cmd() -> None:
             default = f.default_factory() if f.default_factory else f.default
             if hasattr(default, "model_dump"):
                 default = default.model_dump()
-            table.add_row(fname, _type_name(f.annotation), repr(default), f.description or "")
+            table.add_row(fname, _type_name(f.annotation), "(required)" if f.is_required() else repr(default), f.description or "")
         out.print(table)
         out.print()
     tasks = Table(title="tasks", title_justify="left", show_edge=False)

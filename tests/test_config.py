@@ -119,3 +119,16 @@ def test_list_shows_components_options_and_tasks() -> None:
     assert "type: bm25" in result.output and "bm25s |" in engine_row and "rank_bm25" in result.output
     for task in ("scifact", "popqa", "popqa-sample", "litsearch", "frames"):
         assert task in result.output
+
+
+def test_llm_block_defaults_to_transformers_and_rejects_other_backends_fields(tmp_path: Path) -> None:
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: ok\nstages:\n  - {type: bm25, top_k: 20}\n  - type: first\n    llm: {model: SmolLM2-135M-Instruct}\nmetrics: [nDCG@10]\n")
+    assert validate_file(ok) == []
+    assert load_pipeline(ok).final.options.llm.backend == "transformers"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nstages:\n  - {type: bm25, top_k: 20}\n  - type: icr\n    llm: {backend: openai_server, base_url: http://x/v1}\n"
+                   "  - type: listwise\n    llm: {backend: transformers, base_url: http://x/v1}\nmetrics: [nDCG@10]\n")
+    problems = [str(p) for p in validate_file(bad)]
+    assert any(":5: stages[1].llm: " in p and "only backend 'transformers'" in p for p in problems), problems
+    assert any(":7: stages[2].llm.base_url: unknown field for backend 'transformers'" in p for p in problems), problems

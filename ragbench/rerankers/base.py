@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
 from ragbench.stage import Stage, StageOptions
@@ -25,6 +25,12 @@ class RerankerOptions(StageOptions):
 
 class LLMRerankerOptions(RerankerOptions):
     llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="the LLM backend and model (see ragbench.llm.config)")
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _default_backend(cls, v: Any) -> Any:
+        """`llm: {model: x}` means the transformers backend, the one that needs no setup."""
+        return {"backend": "transformers", **v} if isinstance(v, dict) and "backend" not in v else v
 
 
 class Reranker(Stage):
