@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -60,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="scifact")
     ap.add_argument("--split", default=None)
-    ap.add_argument("--data", default=os.environ.get("RAGBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    ap.add_argument("--data", default=None, help="the task's folder (default: $RAGBENCH_DATA/<task>, or ../shared/data/<task>)")
     ap.add_argument("--limit", type=int, default=10, help="queries timed (after one warm-up query)")
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--model", default="SmolLM2-135M-Instruct")
@@ -77,8 +76,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     card, _ = load_task_card(args.task)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / card.name
+    if args.data is None and "RAGBENCH_DATA" not in os.environ and shared.exists():
+        args.data = str(shared)
     task = load_task(card, args.split, data_dir=args.data, limit=args.limit + 1)
-    cache = Cache(tempfile.mkdtemp(prefix="ragbench-bench-rerank-"))
+    cache = Cache()  # the default cache: the BM25 index and the converted model are reused (LLM requests are not cached)
     candidates = bm25_candidates(task, args.candidates, cache)
 
     if args.backend == "transformers":
