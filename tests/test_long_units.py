@@ -1,0 +1,179 @@
+"""LongRAG long units: the greedy merge on hand-worked graphs, title packing, qrels mapping, the
+cache round trip, and real runs on PopQA (unit counts and sizes printed as REPORT lines)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from ragbench.cache import Cache
+from ragbench.config import load_task_card
+from ragbench.corpora import long_units as lu
+from ragbench.corpora.long_units import (
+    LongUnitsOptions,
+    UnitCorpus,
+    build_units,
+    count_tokens,
+    group_by_links,
+    group_by_title,
+    load_tokenizer,
+    map_qrels,
+)
+from ragbench.tasks import load_task
+from ragbench.tasks.beir import load_corpus
+from ragbench.types import Corpus, Document
+from tests.conftest import SHARED_DATA
+
+
+def docs(n: int, titles: list[str] | None = None) -> list[Document]:
+    return [Document(f"d{i}", f"text {i}", titles[i] if titles else f"T{i}") for i in range(n)]
+
+
+def sizes(*values: int) -> dict[str, int]:
+    return {f"d{i}": v for i, v in enumerate(values)}
+
+
+def edges(*pairs: tuple[int, int]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for a, b in pairs:  # one direction only: the merge must make links undirected
+        out.setdefault(f"d{a}", []).append(f"d{b}")
+    return out
+
+
+# -- group_by_links on hand-worked graphs -------------------------------------------------------------
+def test_chain_absorbed_groups_disappear() -> None:
+    # degrees d0:1 d3:1 d1:2 d2:2 -> d0={d0}, d3={d3}, d1 absorbs {d0} (20), d2 absorbs {d3} (10) then {d0,d1} (20)
+    chain = edges((0, 1), (1, 2), (2, 3))
+    assert group_by_links(docs(4), chain, sizes(10, 10, 10, 10), 100) == [["d0", "d1", "d2", "d3"]]
+    # K=25: d2 takes {d3} (20 tokens), then {d0,d1} (20) would make 40 > 25
+    assert group_by_links(docs(4), chain, sizes(10, 10, 10, 10), 25) == [["d0", "d1"], ["d2", "d3"]]
+
+
+def test_star_merges_smallest_first_ties_by_corpus_order() -> None:
+    # leaves (degree 1) become singletons first; the centre then takes d1, d2 (ties by order): 30, +d3 = 40 > 35
+    star = edges((0, 1), (0, 2), (0, 3), (0, 4))
+    assert group_by_links(docs(5), star, sizes(10, 10, 10, 10, 10), 35) == [["d0", "d1", "d2"], ["d3"], ["d4"]]
+
+
+def test_merge_stops_at_first_group_that_does_not_fit() -> None:
+    # centre d0 (10) and leaves d1 (50), d2 (5), d3 (30), K=50: sorted 5, 30, 50 -> 15, 45, then 95 > 50: stop
+    star = edges((0, 1), (0, 2), (0, 3))
+    assert group_by_links(docs(4), star, sizes(10, 50, 5, 30), 50) == [["d0", "d2", "d3"], ["d1"]]
+    # whole groups are compared: d2 takes {d4} (45); d3 then takes {d1} (20) but not {d2, d4} (20 + 45 > 50)
+    graph = edges((2, 3), (3, 1), (4, 2))
+    assert group_by_links(docs(5), graph, sizes(10, 10, 25, 10, 20), 50) == [["d0"], ["d1", "d3"], ["d2", "d4"]]
+
+
+def test_isolated_kept_and_bad_links_ignored() -> None:
+    links = edges((0, 1)) | {"d2": ["d2", "missing"], "nowhere": ["d0"]}
+    assert group_by_links(docs(3), links, sizes(1, 1, 1), 100) == [["d0", "d1"], ["d2"]]
+
+
+def test_oversize_document_is_a_unit_of_its_own() -> None:
+    # d0 (500 > K) is processed first and stays alone; d1 later takes d2's group but not d0's
+    assert group_by_links(docs(3), edges((0, 1), (1, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1", "d2"]]
+    # processed last, an oversize document merges nothing
+    assert group_by_links(docs(3), edges((0, 1), (0, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1"], ["d2"]]
+
+
+def test_degree_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lu, "MAX_DEGREE", 2)  # the centre (degree 3) is never processed: all singletons
+    star = edges((0, 1), (0, 2), (0, 3))
+    assert group_by_links(docs(4), star, sizes(1, 1, 1, 1), 100) == [["d0"], ["d1"], ["d2"], ["d3"]]
+
+
+def test_deterministic_partition_within_k() -> None:
+    rng = random.Random(7)
+    n, k = 300, 200
+    corpus = docs(n)
+    size = {d.id: rng.randint(1, 120) for d in corpus} | {"d5": 900}
+    pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(600)]
+    first = group_by_links(corpus, edges(*pairs), size, k)
+    rng.shuffle(pairs)
+    again = group_by_links(corpus, edges(*[(b, a) for a, b in pairs]), size, k)  # other direction and order
+    assert first == again
+    assert sorted(m for u in first for m in u) == sorted(d.id for d in corpus)
+    assert all(sum(size[m] for m in u) <= k for u in first if len(u) > 1)
+    assert ["d5"] in first
+
+
+# -- group_by_title ---------------------------------------------------------------------------------
+def test_title_packing() -> None:
+    titles = ["A", "A", "A", "B", "A", "", "", "C", "C"]
+    units = group_by_title(docs(9, titles), sizes(40, 40, 40, 40, 40, 5, 5, 150, 10), 100)
+    # A's run is packed 80 + 40; A after B starts anew; untitled docs stay alone; C's oversize passage is alone
+    assert units == [["d0", "d1"], ["d2"], ["d3"], ["d4"], ["d5"], ["d6"], ["d7"], ["d8"]]
+
+
+# -- map_qrels --------------------------------------------------------------------------------------
+def test_map_qrels_max_grade() -> None:
+    units = UnitCorpus({"u0": Document("u0", "", extra={"members": ["d0", "d2"]}),
+                        "u1": Document("u1", "", extra={"members": ["d1"]})}, "fp")
+    qrels = {"q1": {"d0": 1, "d2": 2, "d1": 0}, "q2": {"gone": 1}, "q3": {"d2": 1}}
+    assert map_qrels(qrels, units) == {"q1": {"u0": 2, "u1": 0}, "q3": {"u0": 1}}
+    assert units.members("u0") == ["d0", "d2"]
+
+
+# -- tokenizer, build_units and the cache -------------------------------------------------------------
+def test_count_tokens_matches_tokenizer(smollm2_dir: Path) -> None:
+    tok, digest = load_tokenizer(str(smollm2_dir))
+    texts = ["Paris is the capital of France.", "", "naïve café " * 50]
+    assert count_tokens(tok, texts) == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert load_tokenizer(lu.DEFAULT_MODEL)[1] == digest  # the bundled name loads offline, same tokenizer
+
+
+def linked_corpus() -> Corpus:
+    rows = [("a", "Alpha", ["Beta"]), ("b", "Beta", ["gamma"]), ("c", "Gamma", []), ("d", "Delta", ["a", "Nowhere"])]
+    return Corpus({i: Document(i, f"{t} text.", t, {"links": links}) for i, t, links in rows}, "src-fp")
+
+
+def test_build_units_cache_round_trip(smollm2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path / "cache")
+    options = LongUnitsOptions(tokenizer=str(smollm2_dir))
+    units, stats = build_units(linked_corpus(), options, cache)
+    assert stats.group_by == "links" and stats.unresolved_links == 1 and stats.units == 1
+    (unit,) = units.values()
+    assert unit.id == "u000000" and unit.title == "Alpha | Beta | Gamma | Delta"
+    assert unit.text == "Alpha text. Beta text. Gamma text. Delta text." and units.members("u000000") == ["a", "b", "c", "d"]
+    assert unit.extra["tokens"] == stats.tokens["max"]
+    assert units.fingerprint != "src-fp" and "units" in stats.summary()
+
+    def fail(*args: object) -> None:
+        raise AssertionError("rebuilt instead of reading the cache")
+
+    monkeypatch.setattr(lu, "group_by_links", fail)
+    again, stats2 = build_units(linked_corpus(), options, cache)
+    assert again.fingerprint == units.fingerprint and again.docs == units.docs and stats2 == stats
+    monkeypatch.undo()
+    small, small_stats = build_units(linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), max_tokens=8), cache)
+    assert small.fingerprint != units.fingerprint and small.source != units.source
+    assert small_stats.units > 1
+    titled, title_stats = build_units(linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), group_by="title"), cache)
+    assert title_stats.group_by == "title" and title_stats.singletons == 4 and list(titled) == ["u000000", "u000001", "u000002", "u000003"]
+
+
+# -- real data ------------------------------------------------------------------------------------
+def _report(name: str, corpus: Corpus, smollm2_dir: Path, cache: Cache) -> None:
+    for k in (4000, 1000):
+        units, stats = build_units(corpus, LongUnitsOptions(tokenizer=str(smollm2_dir), max_tokens=k), cache)
+        assert sorted(m for u in units.values() for m in u.extra["members"]) == sorted(corpus)
+        assert stats.units == len(units) and stats.documents == len(corpus)
+        print(f"REPORT {name}: {stats.summary()}")
+
+
+def test_popqa_sample_units(smollm2_dir: Path, tmp_path: Path) -> None:
+    task = load_task(load_task_card("popqa-sample")[0])
+    assert task.corpus is not None
+    _report("popqa-sample", task.corpus, smollm2_dir, Cache(tmp_path))
+    units, _ = build_units(task.corpus, LongUnitsOptions(tokenizer=str(smollm2_dir)), Cache(tmp_path))
+    mapped = map_qrels(task.qrels, units)
+    assert sum(map(len, mapped.values())) <= sum(map(len, task.qrels.values())) and set(mapped) == set(task.qrels)
+
+
+def test_popqa_full_units(smollm2_dir: Path, tmp_path: Path) -> None:
+    path = SHARED_DATA / "popqa" / "corpus.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    _report("popqa", load_corpus(path), smollm2_dir, Cache(tmp_path))
