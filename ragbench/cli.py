@@ -64,8 +64,8 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     import tempfile
 
     from ragbench.cache import Cache
-    from ragbench.config import check_metrics, load_pipeline, load_task_card
-    from ragbench.metrics.ir import evaluate
+    from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
+    from ragbench.evaluation import evaluate_result
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
@@ -76,9 +76,16 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     reporter = Reporter()
     pipeline = load_pipeline(pipeline_file)
     card, card_path = load_task_card(task_name)
-    metrics = list(pipeline.metrics or card.metrics)
-    problems = check_metrics(metrics, pipeline.final.cls.depth(pipeline.final.options),
-                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",))
+    has_reader = any(st.cls.produces == "answers" for st in pipeline.stages)
+    has_ranking = any(st.cls.produces == "rankings" for st in pipeline.stages)
+    metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])))
+    if not has_ranking:  # closed book: answer recall has nothing to look at
+        from ragbench.evaluation import split_metrics
+        from ragbench.metrics.answers import parse_answer_metric
+
+        metrics = [m for m in metrics if m not in split_metrics(metrics)[1] or parse_answer_metric(m).needs != "retrieved"]
+    problems = check_metrics(metrics, final_depth(pipeline.stages),
+                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader)
     if problems:
         raise RagbenchError(problems)
     task = load_task(card, split, data_dir, limit, need_corpus=True, reporter=reporter)
@@ -87,16 +94,16 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
         cache = Cache(tmp if no_cache else cache_dir)
         result = run_pipeline(pipeline, task, cache, reporter, batch_size=batch_size)
-    aggregate, per_query = evaluate(result.final.rankings, task.qrels, metrics)
+    aggregate, per_query, breakdown = evaluate_result(result, task, metrics, card.answers_field, card.group_by)
     chash = config_hash(pipeline, task, metrics, limit)
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
-    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv)
+    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown)
 
     out.print(f"[bold]{pipeline.name}[/] on [bold]{task.name}[/] ({task.split}, {len(per_query)} queries)")
     table = Table()
     for name in metrics:
         table.add_column(name, justify="right")
-    table.add_row(*(f"{aggregate[m]:.4f}" for m in metrics))
+    table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
     stages = Table(show_edge=False)
     for col in ("stage", "type", "source", "seconds"):

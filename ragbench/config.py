@@ -134,6 +134,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
 
     stages: list[StageSpec] = []
     depths: dict[str, int | None] = {}
+    produces: dict[str, str] = {}
     seen_ids: set[str] = set()
     for i, raw in enumerate(spec.stages):
         loc: Loc = ("stages", i)
@@ -161,13 +162,15 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
             continue
         # inputs: default to the previous stage for stages that read one
         if inputs_raw is None:
-            inputs = (stages[-1].id,) if cls.min_inputs >= 1 and stages else ()
+            inputs = (stages[-1].id,) if cls.max_inputs >= 1 and stages else ()
         else:
             inputs = tuple([inputs_raw] if isinstance(inputs_raw, str) else [str(x) for x in inputs_raw])
         in_loc = (*loc, "input" if "input" in doc.data["stages"][i] else "inputs")
         for name in inputs:
             if name not in depths:
                 problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {', '.join(depths) or 'none'})", doc.line(in_loc), format_loc(in_loc)))
+            elif produces.get(name) != "rankings":
+                problems.append(Problem(doc.file, f"input '{name}' produces {produces[name]}, not rankings; a stage reads rankings", doc.line(in_loc), format_loc(in_loc)))
         if not cls.min_inputs <= len(inputs) <= cls.max_inputs:
             want = str(cls.min_inputs) if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
             problems.append(Problem(doc.file, f"type '{type_name}' takes {want} input stage(s), got {len(inputs)}", doc.line(in_loc), format_loc(in_loc)))
@@ -178,22 +181,33 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                 if upstream is not None and depth > upstream:
                     problems.append(Problem(doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream}); a stage cannot reorder documents it never receives", doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
         depths[sid] = depth
+        produces[sid] = cls.produces
         stages.append(StageSpec(sid, type_name, cls, options, inputs))
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
-        problems += check_metrics(metrics, depths.get(stages[-1].id) if stages else None, doc, ("metrics",))
+        problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=any(st.cls.produces == "answers" for st in stages))
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
 
 
-def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc) -> list[Problem]:
-    """Unknown measures, and cutoffs deeper than the final ranking, are errors."""
+def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
+                  has_reader: bool | None = None) -> list[Problem]:
+    """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
+    from ragbench.metrics.answers import parse_answer_metric
     from ragbench.metrics.ir import cutoff, parse_measure
 
     problems = []
     for j, name in enumerate(names):
+        try:
+            answer = parse_answer_metric(name)
+        except ValueError:
+            answer = None
+        if answer is not None:
+            if has_reader is False and answer.needs != "retrieved":
+                problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", doc.line((*loc, j)), format_loc((*loc, j))))
+            continue
         try:
             measure = parse_measure(name)
         except ValueError as e:
@@ -203,6 +217,12 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
         if depth is not None and k is not None and k > depth:
             problems.append(Problem(doc.file, f"{name} needs rankings of depth {k} but the last stage returns top_k={depth}", doc.line((*loc, j)), format_loc((*loc, j))))
     return problems
+
+
+def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:
+    """Depth of the last ranking stage: what IR metric cutoffs are checked against."""
+    ranking = [st for st in stages if st.cls.produces == "rankings"]
+    return ranking[-1].cls.depth(ranking[-1].options) if ranking else None
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -248,6 +268,9 @@ class TaskCard(_Strict):
     splits: dict[str, SplitSpec] = Field(default_factory=lambda: {"test": SplitSpec()})
     default_split: str = "test"
     metrics: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
+    answer_metrics: list[str] = Field(default_factory=list, description="answer metrics added when the pipeline has a reader (EM, F1, popqa_acc, answer_recall@k)")
+    answers_field: str = Field("answers", description="query field holding the gold answers (a list, or a JSON list as text)")
+    group_by: list[str] = Field(default_factory=list, description="query fields results are broken down by (s_pop -> popularity deciles; lists -> one group per value)")
     corpus_hint: str = Field("", description="how to get a corpus when none ships (printed when missing)")
 
 
@@ -262,6 +285,7 @@ def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
     if card.default_split not in card.splits:
         problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}", doc.line(("default_split",)), "default_split"))
     problems += check_metrics(card.metrics, None, doc, ("metrics",))
+    problems += check_metrics(card.answer_metrics, None, doc, ("answer_metrics",))
     return (None, problems) if problems else (card, [])
 
 

@@ -7,6 +7,7 @@ moment it is finished, so an interrupted run loses at most the batch in flight.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from ragbench.config import Pipeline, StageSpec
 from ragbench.progress import Reporter
 from ragbench.stage import StageEnv
 from ragbench.trec import dump_rankings, load_rankings
-from ragbench.types import Query, Ranking, TaskData
+from ragbench.types import Answer, Query, Ranking, TaskData
 
 
 @dataclass
@@ -28,6 +29,7 @@ class StageResult:
     batches_cached: int
     seconds: float
     identity: dict[str, Any] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)  # readers only
 
     @property
     def cached(self) -> bool:
@@ -44,6 +46,29 @@ class PipelineResult:
     @property
     def final(self) -> StageResult:
         return self.stages[-1]
+
+    @property
+    def final_ranking(self) -> StageResult | None:
+        """The last stage that ranks documents (what IR metrics and run.trec see)."""
+        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "rankings"), None)
+
+    @property
+    def reader(self) -> StageResult | None:
+        """The last stage that answers (what answer metrics see)."""
+        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "answers"), None)
+
+
+def _dump(outputs: list[Ranking] | list[Answer]) -> str:
+    if outputs and isinstance(outputs[0], Answer):
+        return "".join(json.dumps(a.to_json(), ensure_ascii=False) + "\n" for a in outputs)  # type: ignore[union-attr]
+    return dump_rankings(outputs)  # type: ignore[arg-type]
+
+
+def _result(spec: StageSpec, key: str, text: str, *args: Any) -> StageResult:
+    if spec.cls.produces == "answers":
+        answers = {a.qid: a for a in (Answer.from_json(json.loads(line)) for line in text.splitlines() if line.strip())}
+        return StageResult(spec, key, {}, *args, answers=answers)
+    return StageResult(spec, key, load_rankings(text), *args)
 
 
 def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
@@ -74,7 +99,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     if whole is not None:
         meta = cache.get_meta(out_key) or {}
         reporter.log(f"{spec.id}: {len(task.queries)} queries from cache")
-        return StageResult(spec, key, load_rankings(whole), len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
+        return _result(spec, key, whole, len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
 
     batch_keys = [make_key(key, _fingerprint(b)) for b in batches]
     done = {k: cache.get_batch(k) for k in batch_keys}
@@ -91,11 +116,11 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
                     continue
                 inputs = [{q.id: u.ranking(q.id) for q in batch} for u in upstream]
                 out = stage.process(batch, inputs)
-                done[bkey] = dump_rankings(out[q.id] for q in batch if q.id in out)
+                done[bkey] = _dump([out[q.id] for q in batch if q.id in out])
                 cache.put_batch(bkey, done[bkey])
                 advance(len(batch))
         stage.finish()
     identity = stage.identity()
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
-    return StageResult(spec, key, load_rankings(text), len(batches), n_cached, time.perf_counter() - start, identity)
+    return _result(spec, key, text, len(batches), n_cached, time.perf_counter() - start, identity)

@@ -21,6 +21,7 @@ COMPONENTS: dict[str, str] = {
     "listwise": "ragbench.rerankers.listwise:Listwise",
     "first": "ragbench.rerankers.first:First",
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
+    "reader": "ragbench.readers.reader:Reader",
 }
 
 

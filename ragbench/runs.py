@@ -1,8 +1,9 @@
 """The run folder: what `ragbench run` leaves behind and later commands read.
 
     config.lock.yaml  fully resolved config, data fingerprints, package versions, model identities
-    run.trec          the final ranking (TREC run format)
-    metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}}
+    run.trec          the last ranking (TREC run format); absent for a closed-book pipeline
+    answers.jsonl     per query: the reader's answer, long answer, context ids, prompts and raw replies
+    metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}, "breakdown": {...}}
     per_query.jsonl   {"query_id": ..., <metric>: value, ...} per evaluated query
     timings.json      per stage: cache key, whether it came from the cache, seconds
 """
@@ -50,7 +51,7 @@ def default_folder(results_dir: Path, task: TaskData, pipeline: Pipeline, chash:
 
 def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: PipelineResult, metrics: list[str],
                      aggregate: dict[str, float], per_query: dict[str, dict[str, float]], chash: str,
-                     limit: int | None, argv: list[str]) -> None:
+                     limit: int | None, argv: list[str], breakdown: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lock: dict[str, Any] = {
         "ragbench": __version__,
@@ -69,11 +70,16 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
         "environment": {"python": sys.version.split()[0], "platform": platform.platform(), "packages": package_versions()},
     }
     atomic_write_text(folder / "config.lock.yaml", yaml.safe_dump(lock, sort_keys=False, allow_unicode=True))
-    final = result.final
-    atomic_write_text(folder / "run.trec", format_run((final.ranking(q.id) for q in task.queries), tag=pipeline.name))
+    ranking, reader = result.final_ranking, result.reader
+    if ranking is not None:
+        atomic_write_text(folder / "run.trec", format_run((ranking.ranking(q.id) for q in task.queries), tag=pipeline.name))
+    if reader is not None:
+        atomic_write_text(folder / "answers.jsonl", "".join(
+            json.dumps({**reader.answers[q.id].to_json(), "llm": reader.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
+            for q in task.queries if q.id in reader.answers))
     atomic_write_text(folder / "metrics.json", json.dumps({
         "task": task.name, "pipeline": pipeline.name, "config_hash": chash, "split": task.split,
-        "n_queries": len(per_query), "metrics": aggregate}, indent=2) + "\n")
+        "n_queries": len(per_query), "metrics": aggregate, **({"breakdown": breakdown} if breakdown else {})}, indent=2) + "\n")
     atomic_write_text(folder / "per_query.jsonl", "".join(
         json.dumps({"query_id": qid, **values}) + "\n" for qid, values in per_query.items()))
     atomic_write_text(folder / "timings.json", json.dumps({"stages": [

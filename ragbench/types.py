@@ -80,6 +80,28 @@ class Ranking:
 
 
 @dataclass(slots=True)
+class Answer:
+    """One query's answer from a reader, with what it read (the run folder keeps all of it)."""
+
+    qid: str
+    text: str  # the (short) answer the answer metrics score
+    context_ids: list[str] = field(default_factory=list)  # documents put in the prompt, in prompt order
+    long_answer: str = ""  # the first step's output in two-step extraction
+    retrieved: bool = True  # False: read no context (closed book, or adaptive retrieval skipped it)
+    prompts: list[Any] = field(default_factory=list)  # the chats sent, in order
+    outputs: list[str] = field(default_factory=list)  # the raw replies, in order
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query_id": self.qid, "answer": self.text, "long_answer": self.long_answer, "retrieved": self.retrieved,
+                "context_ids": self.context_ids, "prompts": self.prompts, "outputs": self.outputs}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Answer:
+        return cls(d["query_id"], d["answer"], d.get("context_ids", []), d.get("long_answer", ""), d.get("retrieved", True),
+                   d.get("prompts", []), d.get("outputs", []))
+
+
+@dataclass(slots=True)
 class TaskData:
     """Everything a pipeline needs from a task, loaded once."""
 

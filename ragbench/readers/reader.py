@@ -1,0 +1,212 @@
+"""`type: reader`: an LLM answers each question from the top passages (or units) of its input.
+
+The prompt holds the top `top_k` documents (title, then text) that fit a token budget, in
+the order `order` says, then the question:
+- `score`: best first; `reverse`: best last, next to the question;
+- `both_ends`: Jin et al.'s retrieval reordering (METHODS.md §5): d1, d3, d5, ..., d6, d4, d2,
+  the highest-scored passages at both ends of the context, where long-context LLMs read best.
+
+Answers come in one step (the reply is the answer) or LongRAG's two (a long answer from the
+context, then a short answer extracted from it with few-shot examples). `closed_book: true`
+reads nothing (PopQA's no-retrieval baseline, FRAMES' 0.408 setting). `adaptive` retrieves
+only for queries whose popularity field (PopQA `s_pop`) is below a threshold and answers the
+rest closed-book, as Mallen et al.'s adaptive retrieval does.
+
+Every prompt and raw reply is kept in the Answer, so the run folder's answers.jsonl shows
+exactly what the model read and wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ragbench.errors import RagbenchError
+from ragbench.llm.base import Chat, Sampling
+from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
+from ragbench.stage import Stage, StageOptions
+from ragbench.types import Answer, Corpus, Query, Ranking, TaskData
+
+RAG_PROMPT = ("Answer the question based on the given passages. Only give me the answer and do not output any other words."
+              "\n\nThe following are given passages.\n{context}\n\nQuestion: {question}\nAnswer:")
+CLOSED_BOOK_PROMPT = "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
+LONG_PROMPT = ("Answer the question based on the given passages. Use the exact words of the passages where you can, "
+               "and answer in one or two sentences.\n\nThe following are given passages.\n{context}\n\nQuestion: {question}\nAnswer:")
+EXTRACT_PROMPT = ("As an AI assistant, you have been provided with a question and its long answer. Your task is to derive a "
+                  "very concise short answer, extracting a substring from the given long answer. Short answer is typically "
+                  "an entity without any other redundant words. It's important to ensure that the output short answer "
+                  "remains as simple as possible.\n\n{examples}Question: {question}\nLong Answer: {long_answer}\nShort Answer:")
+
+
+class Example(StageOptions):
+    question: str
+    long_answer: str
+    short_answer: str
+
+
+#: written for ragbench (LongRAG's own 8 demos live in the Hub dataset TIGER-Lab/LongRAG,
+#: config answer_extract_example, which cannot be fetched offline; set `examples:` to use them)
+DEFAULT_EXAMPLES = (
+    Example(question="what is the capital of france", long_answer="The passages say that Paris is the capital and largest city of France.", short_answer="Paris"),
+    Example(question="who wrote the novel emma", long_answer="Emma is a novel written by the English author Jane Austen, published in 1815.", short_answer="Jane Austen"),
+    Example(question="What is Marie Curie's occupation?", long_answer="Marie Curie was a Polish and naturalised-French physicist and chemist who conducted pioneering research on radioactivity.", short_answer="physicist"),
+    Example(question="In what city was Alan Turing born?", long_answer="According to the passage, Alan Turing was born in Maida Vale, London, England.", short_answer="London"),
+)
+
+
+class AdaptiveOptions(StageOptions):
+    field: str = Field("s_pop", description="query field holding popularity (PopQA: s_pop, monthly page views)")
+    threshold: float = Field(description="retrieve only when the field is below this; answer closed-book otherwise")
+
+
+class ReaderOptions(StageOptions):
+    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="the LLM backend and model (see ragbench.llm.config)")
+    top_k: int = Field(5, ge=1, description="documents (or units) from the input put in the prompt, at most")
+    closed_book: bool = Field(False, description="read no context (no-retrieval baseline)")
+    order: Literal["score", "reverse", "both_ends"] = Field("score", description="score: best first | reverse: best last | both_ends: d1, d3, ..., d4, d2")
+    fields: tuple[str, ...] = Field(("title", "text"), description="document fields shown: the title on its own line, then the text")
+    context_tokens: int | None = Field(None, ge=1, description="token budget for the passages; default: the model's context minus the prompt and the answer")
+    steps: Literal[1, 2] = Field(1, description="1: the reply is the answer | 2: LongRAG's long answer, then a short answer extracted from it")
+    max_new_tokens: int = Field(32, ge=1, description="tokens for the (short) answer")
+    long_max_new_tokens: int = Field(256, ge=1, description="tokens for the long answer (steps: 2)")
+    prompt: str | None = Field(None, description="user-turn template with {context} and {question} (closed book: {question}); default: LongRAG's NQ-style prompt")
+    examples: tuple[Example, ...] = Field(DEFAULT_EXAMPLES, description="few-shot demos for the short-answer extraction (steps: 2)")
+    adaptive: AdaptiveOptions | None = Field(None, description="{field, threshold}: retrieve only for less popular subjects")
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _default_backend(cls, v: Any) -> Any:
+        return {"backend": "transformers", **v} if isinstance(v, dict) and "backend" not in v else v
+
+
+def both_ends(items: list[Any]) -> list[Any]:
+    """Jin et al.'s reordering: odd ranks from the front, even ranks from the back (d1 d3 d5 ... d6 d4 d2)."""
+    return items[0::2] + items[1::2][::-1]
+
+
+def clean_answer(text: str) -> str:
+    """The reply as an answer: after the last 'answer:' if the model wrote one (LongRAG's rule), first line, trimmed."""
+    low = text.lower()
+    if "answer:" in low:
+        text = text[low.rindex("answer:") + len("answer:"):]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+class Reader(Stage):
+    kind = "reader"
+    Options = ReaderOptions
+    min_inputs = 0
+    max_inputs = 1
+    produces = "answers"
+    options: ReaderOptions
+
+    def prepare(self, task: TaskData) -> None:
+        self.corpus: Corpus | None = task.corpus
+        self.llm  # noqa: B018 - load the model now, not inside the first batch
+
+    @property
+    def llm(self) -> Any:
+        if getattr(self, "_llm", None) is None:
+            self._llm = make_llm(self.options.llm, self.env.cache)
+        return self._llm
+
+    # -- prompts -------------------------------------------------------------------------------
+    def passage(self, docid: str) -> str:
+        doc = self.corpus.get(docid) if self.corpus is not None else None
+        if doc is None:
+            return ""
+        body = " ".join(str(doc.text if f == "text" else doc.extra.get(f, "")).strip() for f in self.options.fields if f != "title")
+        title = doc.title.strip() if "title" in self.options.fields else ""
+        return f"Title: {title}\n{body}" if title else body
+
+    def budget(self) -> int:
+        o = self.options
+        if o.context_tokens:
+            return o.context_tokens
+        template = o.prompt or (LONG_PROMPT if o.steps == 2 else RAG_PROMPT)
+        overhead = self.llm.prompt_tokens([{"role": "user", "content": template}]) + 64  # + the question
+        new = o.long_max_new_tokens if o.steps == 2 else o.max_new_tokens
+        return max(1, self.llm.context_length - overhead - new)
+
+    def select(self, ranking: Ranking) -> list[tuple[str, str]]:
+        """(doc id, text) of the top documents that fit the budget, the last one cut to fit, in prompt order."""
+        budget, chosen = self.budget(), []
+        for docid in ranking.docids[: self.options.top_k]:
+            text = self.passage(docid)
+            n = self.llm.count_tokens(text) + 2  # + the blank line between passages
+            if n > budget:
+                if budget > 32:  # keep a cut passage only if something useful is left
+                    words = text.split()
+                    keep = max(1, int(len(words) * (budget - 2) / n))
+                    while keep > 1 and self.llm.count_tokens(" ".join(words[:keep])) + 2 > budget:
+                        keep = int(keep * 0.9)
+                    chosen.append((docid, " ".join(words[:keep])))
+                break
+            chosen.append((docid, text))
+            budget -= n
+        if self.options.order == "reverse":
+            return chosen[::-1]
+        if self.options.order == "both_ends":
+            return both_ends(chosen)
+        return chosen
+
+    def reads_context(self, query: Query) -> bool:
+        o = self.options
+        if o.closed_book:
+            return False
+        if o.adaptive is not None:
+            value = query.extra.get(o.adaptive.field)
+            if value is None:
+                raise RagbenchError.at(f"stage {self.env.stage_id}", f"query {query.id} has no field '{o.adaptive.field}' for adaptive retrieval", path="adaptive.field")
+            return float(value) < o.adaptive.threshold
+        return True
+
+    def first_chat(self, query: Query, passages: list[tuple[str, str]], retrieved: bool) -> Chat:
+        o = self.options
+        if not retrieved:
+            content = (o.prompt if o.prompt and o.closed_book else CLOSED_BOOK_PROMPT).format(question=query.text)
+        else:
+            context = "\n\n".join(text for _, text in passages)
+            content = (o.prompt or (LONG_PROMPT if o.steps == 2 else RAG_PROMPT)).format(context=context, question=query.text)
+        return [{"role": "user", "content": content}]
+
+    def extract_chat(self, query: Query, long_answer: str) -> Chat:
+        examples = "".join(f"Question: {e.question}\nLong Answer: {e.long_answer}\nShort Answer: {e.short_answer}\n\n" for e in self.options.examples)
+        return [{"role": "user", "content": EXTRACT_PROMPT.format(examples=examples, question=query.text, long_answer=long_answer.strip())}]
+
+    # -- the stage -------------------------------------------------------------------------------
+    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Answer]:
+        o = self.options
+        if not inputs and not o.closed_book:
+            raise RagbenchError.at(f"stage {self.env.stage_id}", "a reader needs an input stage to read from, or closed_book: true")
+        answers: dict[str, Answer] = {}
+        chats: list[Chat] = []
+        for q in queries:
+            retrieved = self.reads_context(q)
+            ranking = inputs[0].get(q.id) if inputs and retrieved else None
+            passages = self.select(ranking) if ranking is not None else []
+            chats.append(self.first_chat(q, passages, retrieved))
+            answers[q.id] = Answer(q.id, "", [d for d, _ in passages], retrieved=retrieved, prompts=[chats[-1]])
+        first_tokens = o.long_max_new_tokens if o.steps == 2 else o.max_new_tokens
+        replies = self.llm.chat(chats, Sampling(max_tokens=first_tokens))
+        for q, reply in zip(queries, replies, strict=True):
+            answers[q.id].outputs.append(reply.text)
+            if o.steps == 1:
+                answers[q.id].text = clean_answer(reply.text)
+            else:
+                answers[q.id].long_answer = clean_answer(reply.text) if "answer:" in reply.text.lower() else reply.text.strip()
+        if o.steps == 2:
+            second = [self.extract_chat(q, answers[q.id].long_answer) for q in queries]
+            for q, chat, reply in zip(queries, second, self.llm.chat(second, Sampling(max_tokens=o.max_new_tokens)), strict=True):
+                answers[q.id].prompts.append(chat)
+                answers[q.id].outputs.append(reply.text)
+                answers[q.id].text = clean_answer(reply.text)
+        return answers
+
+    def identity(self) -> dict[str, Any]:
+        return {"llm": self.llm.identity()}
+
+    def finish(self) -> None:
+        self.env.reporter.log(f"{self.env.stage_id}: {self.llm.stats.summary()}")

@@ -1,0 +1,121 @@
+"""The reader stage: what goes into the prompt (budget, order, closed book, adaptive retrieval),
+how replies become answers, and the run folder a reader pipeline leaves (answers.jsonl, answer
+metrics, breakdown by popularity decile), with the bundled SmolLM2 on the embedded PopQA sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragbench.cache import Cache
+from ragbench.cli import main
+from ragbench.config import load_task_card, validate_file
+from ragbench.progress import Reporter
+from ragbench.readers.reader import Reader, both_ends, clean_answer
+from ragbench.stage import StageEnv
+from ragbench.tasks import load_task
+from ragbench.types import Ranking
+
+
+def test_both_ends_puts_the_best_at_both_ends() -> None:
+    # Jin et al.: pos(d_i) = (i+1)/2 for odd i, k+1-i/2 for even i
+    assert both_ends([1, 2, 3, 4, 5, 6, 7]) == [1, 3, 5, 7, 6, 4, 2]
+    assert both_ends([1, 2, 3, 4]) == [1, 3, 4, 2]
+    assert both_ends([1]) == [1] and both_ends([]) == []
+
+
+@pytest.mark.parametrize(("reply", "answer"), [
+    ("Paris", "Paris"),
+    ("  The answer: Paris.\nMore text", "Paris."),
+    ("Answer: politician", "politician"),
+    ("\n\nsinger\nsongwriter", "singer"),
+    ("", ""),
+])
+def test_clean_answer(reply: str, answer: str) -> None:
+    assert clean_answer(reply) == answer
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_task(load_task_card("popqa-sample")[0], limit=6)
+
+
+def _reader(tmp_path: Path, **options) -> Reader:
+    stage = Reader(Reader.Options.model_validate(options), StageEnv(Cache(tmp_path), Reporter(quiet=True), "reader"))
+    return stage
+
+
+def test_select_keeps_the_budget_and_the_order(tmp_path: Path, sample) -> None:
+    docids = list(sample.corpus)[:6]
+    ranking = Ranking("q", docids, [6.0, 5, 4, 3, 2, 1])
+    for order, expected in (("score", docids[:5]), ("reverse", docids[:5][::-1]), ("both_ends", both_ends(docids[:5]))):
+        stage = _reader(tmp_path, top_k=5, order=order)
+        stage.prepare(sample)
+        assert [d for d, _ in stage.select(ranking)] == expected
+    tight = _reader(tmp_path, top_k=5, context_tokens=120)
+    tight.prepare(sample)
+    chosen = tight.select(ranking)
+    used = sum(tight.llm.count_tokens(t) + 2 for _, t in chosen)
+    assert 1 <= len(chosen) < 5 and used <= 120
+
+
+def test_adaptive_retrieval_reads_only_for_unpopular_subjects(tmp_path: Path, sample) -> None:
+    pops = sorted(q.extra["s_pop"] for q in sample.queries)
+    threshold = pops[len(pops) // 2]
+    stage = _reader(tmp_path, top_k=2, max_new_tokens=8, adaptive={"field": "s_pop", "threshold": threshold})
+    stage.prepare(sample)
+    rankings = {q.id: Ranking(q.id, list(sample.corpus)[:2], [2.0, 1.0]) for q in sample.queries}
+    answers = stage.process(sample.queries, [rankings])
+    for q in sample.queries:
+        a = answers[q.id]
+        assert a.retrieved == (q.extra["s_pop"] < threshold)
+        assert (len(a.context_ids) == 2) == a.retrieved
+        assert ("given passages" in a.prompts[0][0]["content"]) == a.retrieved
+        assert a.outputs and a.text == clean_answer(a.outputs[0])
+
+
+def test_two_step_extraction_asks_twice(tmp_path: Path, sample) -> None:
+    stage = _reader(tmp_path, top_k=1, steps=2, long_max_new_tokens=24, max_new_tokens=8)
+    stage.prepare(sample)
+    q = sample.queries[0]
+    answer = stage.process([q], [{q.id: Ranking(q.id, [next(iter(sample.corpus))], [1.0])}])[q.id]
+    assert len(answer.prompts) == 2 and len(answer.outputs) == 2
+    assert "Long Answer: " + answer.long_answer in answer.prompts[1][0]["content"]
+
+
+def test_rag_and_closed_book_runs_write_answers_and_answer_metrics(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"RAGBENCH_CACHE": str(tmp_path / "cache")}
+    rag = runner.invoke(main, ["run", "pipelines/popqa-rag.yaml", "--task", "popqa-sample", "--limit", "8", "--out", str(tmp_path / "rag")], env=env)
+    assert rag.exit_code == 0, rag.output
+    closed = runner.invoke(main, ["run", "pipelines/popqa-closed-book.yaml", "--task", "popqa-sample", "--limit", "8", "--out", str(tmp_path / "cb")], env=env)
+    assert closed.exit_code == 0, closed.output
+
+    metrics = json.loads((tmp_path / "rag" / "metrics.json").read_text())["metrics"]
+    assert {"nDCG@10", "popqa_acc", "EM", "F1", "answer_recall@1", "answer_recall@5"} <= set(metrics)
+    answers = [json.loads(line) for line in (tmp_path / "rag" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 8 and all(a["retrieved"] and len(a["context_ids"]) == 5 for a in answers)
+    per_query = [json.loads(line) for line in (tmp_path / "rag" / "per_query.jsonl").read_text().splitlines()]
+    assert sum(p["popqa_acc"] for p in per_query) / len(per_query) == pytest.approx(metrics["popqa_acc"])
+
+    cb = json.loads((tmp_path / "cb" / "metrics.json").read_text())
+    assert set(cb["metrics"]) == {"popqa_acc", "EM", "F1"}  # no retrieval: neither IR metrics nor answer recall
+    assert not (tmp_path / "cb" / "run.trec").exists()
+    cb_answers = [json.loads(line) for line in (tmp_path / "cb" / "answers.jsonl").read_text().splitlines()]
+    assert all(not a["retrieved"] and a["context_ids"] == [] for a in cb_answers)
+    deciles = cb["breakdown"]["s_pop deciles"]
+    assert sum(g["popqa_acc"]["n"] for g in deciles.values()) == 8
+    print(f"\nREPORT popqa-sample 8 queries, SmolLM2: RAG popqa_acc {metrics['popqa_acc']:.3f} EM {metrics['EM']:.3f} "
+          f"AR@5 {metrics['answer_recall@5']:.3f}; closed book popqa_acc {cb['metrics']['popqa_acc']:.3f}")
+
+
+def test_answer_metrics_need_a_reader_and_readers_feed_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("name: x\nmetrics: [nDCG@10, EM]\nstages:\n  - {type: bm25, top_k: 10}\n")
+    assert any("EM scores answers, but the pipeline has no reader stage" in str(x) for x in validate_file(p))
+    q = tmp_path / "q.yaml"
+    q.write_text("name: y\nstages:\n  - {type: reader, closed_book: true}\n  - {type: listwise, top_k: 5}\n")
+    assert any("produces answers, not rankings" in str(x) for x in validate_file(q))
