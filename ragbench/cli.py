@@ -88,7 +88,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
                              LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader)
     if problems:
         raise RagbenchError(problems)
-    task = load_task(card, split, data_dir, limit, need_corpus=True, reporter=reporter)
+    task = load_task(card, split, data_dir, limit, need_corpus=has_ranking, reporter=reporter)
     reporter.log(f"task {task.name} ({task.split}): {len(task.queries)} queries, "
                  f"{len(task.corpus) if task.corpus is not None else 0} documents from {task.source}")
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:

@@ -93,8 +93,15 @@ def breakdowns(task: TaskData, per_query: dict[str, dict[str, float]], fields: l
             groups: dict[str, Any] = {q.id: f"decile {d}" for q, d in zip(present, deciles, strict=True)}
             name = f"{field} deciles"
         else:
-            groups = {q.id: ([str(v) for v in q.extra[field]] if isinstance(q.extra[field], list) else str(q.extra[field])) for q in present}
+            groups = {q.id: _labels(q.extra[field]) for q in present}
             name = field
         table = mean_by_group({q.id: per_query[q.id] for q in present}, groups)
         out[name] = {str(g): {m: {"mean": (None if math.isnan(v[0]) else v[0]), "n": v[1]} for m, v in ms.items()} for g, ms in table.items()}
     return out
+
+
+def _labels(value: Any) -> list[str] | str:
+    """A list field's values; FRAMES' Hub copy stores its reasoning types as one 'A | B' string."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(" | ")] if " | " in str(value) else str(value)

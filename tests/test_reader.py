@@ -119,3 +119,18 @@ def test_answer_metrics_need_a_reader_and_readers_feed_nothing(tmp_path: Path) -
     q = tmp_path / "q.yaml"
     q.write_text("name: y\nstages:\n  - {type: reader, closed_book: true}\n  - {type: listwise, top_k: 5}\n")
     assert any("produces answers, not rankings" in str(x) for x in validate_file(q))
+
+
+def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tmp_path: Path) -> None:
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "frames" / "queries.jsonl").exists():
+        pytest.skip(f"FRAMES questions not found under {SHARED_DATA}")
+    result = CliRunner().invoke(main, ["run", "pipelines/frames-closed-book.yaml", "--task", "frames", "--data", str(SHARED_DATA / "frames"),
+                                       "--limit", "2", "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"EM", "F1"}
+    types = metrics["breakdown"]["reasoning_types"]
+    queries = [json.loads(line) for line in (SHARED_DATA / "frames" / "queries.jsonl").read_text().splitlines()[:2]]
+    assert set(types) == {t for q in queries for t in q["reasoning_types"]}
