@@ -195,6 +195,19 @@ class LLM(ABC):
         atomic_write_text(self.cache.root / "llm" / key[:2] / f"{key}.json", json.dumps(value))
 
 
+def single_token_ids(tokenizer: Any, candidates: Sequence[str], model: str) -> list[int]:
+    """The token id of each candidate string, which must be exactly one token (FIRST's identifiers)."""
+    from ragbench.errors import RagbenchError
+
+    out = []
+    for c in candidates:
+        ids = tokenizer.encode(c, add_special_tokens=False)
+        if len(ids) != 1:
+            raise RagbenchError.at("llm.model", f"identifier {c!r} is {len(ids)} tokens for '{model}'; single-token ranking needs one token per identifier")
+        out.append(ids[0])
+    return out
+
+
 def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop string (excluded, as OpenAI/vLLM do); whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import LLM, Chat, Done, Generation, Request, trim_at_stop
+from ragbench.llm.base import LLM, Chat, Done, Generation, Request, single_token_ids, trim_at_stop
 from ragbench.llm.loading import LoadedLM, load_causal_lm
 
 if TYPE_CHECKING:
@@ -148,14 +148,7 @@ class TransformersLLM(LLM):
         return set(ids) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
 
     def candidate_ids(self, candidates: tuple[str, ...]) -> list[int]:
-        """The token id of each candidate string, which must be exactly one token."""
-        out = []
-        for c in candidates:
-            ids = self.tokenizer.encode(c, add_special_tokens=False)
-            if len(ids) != 1:
-                raise RagbenchError.at("llm.model", f"identifier {c!r} is {len(ids)} tokens for '{self.config.model}'; single-token ranking needs one token per identifier")
-            out.append(ids[0])
-        return out
+        return single_token_ids(self.tokenizer, candidates, self.config.model)
 
     def _logprobs(self, requests: list[Request], done: Done) -> None:
         import torch

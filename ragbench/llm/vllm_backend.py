@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import LLM, Chat, Done, Generation, Request
+from ragbench.llm.base import LLM, Chat, Done, Generation, Request, single_token_ids
 from ragbench.llm.loading import converted_model_dir
 
 if TYPE_CHECKING:
@@ -131,14 +131,7 @@ class VLLMEngine(LLM):
         self._generate(requests, [params(r) for r in requests], done, finish)
 
     def candidate_ids(self, candidates: tuple[str, ...]) -> list[int]:
-        """The token id of each candidate string, which must be exactly one token."""
-        out = []
-        for c in candidates:
-            ids = self.tokenizer.encode(c, add_special_tokens=False)
-            if len(ids) != 1:
-                raise RagbenchError.at("llm.model", f"identifier {c!r} is {len(ids)} tokens for '{self.config.model}'; single-token ranking needs one token per identifier")
-            out.append(ids[0])
-        return out
+        return single_token_ids(self.tokenizer, candidates, self.config.model)
 
     def _logprobs(self, requests: list[Request], done: Done) -> None:
         from vllm import SamplingParams
