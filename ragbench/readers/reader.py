@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Chat, Sampling
-from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.stage import LLMOptions, UsesLLM
 from ragbench.stage import Stage, StageOptions
 from ragbench.types import Answer, Corpus, Query, Ranking, TaskData
 
@@ -60,8 +60,7 @@ class AdaptiveOptions(StageOptions):
     threshold: float = Field(description="retrieve only when the field is below this; answer closed-book otherwise")
 
 
-class ReaderOptions(StageOptions):
-    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="the LLM backend and model (see ragbench.llm.config)")
+class ReaderOptions(LLMOptions):
     top_k: int = Field(5, ge=1, description="documents (or units) from the input put in the prompt, at most")
     closed_book: bool = Field(False, description="read no context (no-retrieval baseline)")
     order: Literal["score", "reverse", "both_ends"] = Field("score", description="score: best first | reverse: best last | both_ends: d1, d3, ..., d4, d2")
@@ -73,11 +72,6 @@ class ReaderOptions(StageOptions):
     prompt: str | None = Field(None, description="user-turn template with {context} and {question} (closed book: {question}); default: LongRAG's NQ-style prompt")
     examples: tuple[Example, ...] = Field(DEFAULT_EXAMPLES, description="few-shot demos for the short-answer extraction (steps: 2)")
     adaptive: AdaptiveOptions | None = Field(None, description="{field, threshold}: retrieve only for less popular subjects")
-
-    @field_validator("llm", mode="before")
-    @classmethod
-    def _default_backend(cls, v: Any) -> Any:
-        return {"backend": "transformers", **v} if isinstance(v, dict) and "backend" not in v else v
 
 
 def both_ends(items: list[Any]) -> list[Any]:
@@ -94,7 +88,7 @@ def clean_answer(text: str) -> str:
     return lines[0] if lines else ""
 
 
-class Reader(Stage):
+class Reader(UsesLLM, Stage):
     kind = "reader"
     Options = ReaderOptions
     min_inputs = 0
@@ -105,12 +99,6 @@ class Reader(Stage):
     def prepare(self, task: TaskData) -> None:
         self.corpus: Corpus | None = task.corpus
         self.llm  # noqa: B018 - load the model now, not inside the first batch
-
-    @property
-    def llm(self) -> Any:
-        if getattr(self, "_llm", None) is None:
-            self._llm = make_llm(self.options.llm, self.env.cache)
-        return self._llm
 
     # -- prompts -------------------------------------------------------------------------------
     def passage(self, docid: str) -> str:
@@ -205,8 +193,3 @@ class Reader(Stage):
                 answers[q.id].text = clean_answer(reply.text)
         return answers
 
-    def identity(self) -> dict[str, Any]:
-        return {"llm": self.llm.identity()}
-
-    def finish(self) -> None:
-        self.env.reporter.log(f"{self.env.stage_id}: {self.llm.stats.summary()}")

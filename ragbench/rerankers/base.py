@@ -8,11 +8,11 @@ has real scores (ICR, cross-encoder), so downstream metrics see the new order ei
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.stage import LLMOptions, UsesLLM
 from ragbench.stage import Stage, StageOptions
 from ragbench.types import Corpus, Query, Ranking, TaskData
 
@@ -23,14 +23,8 @@ class RerankerOptions(StageOptions):
     max_words: int = Field(300, ge=1, description="each passage is cut to its first N whitespace words (RankGPT / ICR)")
 
 
-class LLMRerankerOptions(RerankerOptions):
-    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="the LLM backend and model (see ragbench.llm.config)")
-
-    @field_validator("llm", mode="before")
-    @classmethod
-    def _default_backend(cls, v: Any) -> Any:
-        """`llm: {model: x}` means the transformers backend, the one that needs no setup."""
-        return {"backend": "transformers", **v} if isinstance(v, dict) and "backend" not in v else v
+class LLMRerankerOptions(RerankerOptions, LLMOptions):
+    pass
 
 
 class Reranker(Stage):
@@ -69,7 +63,7 @@ class Reranker(Stage):
         return out
 
 
-class LLMReranker(Reranker):
+class LLMReranker(UsesLLM, Reranker):
     """A reranker that asks an LLM backend; the backend is built lazily and shared per stage."""
 
     Options: ClassVar[type[StageOptions]] = LLMRerankerOptions
@@ -78,18 +72,6 @@ class LLMReranker(Reranker):
     def prepare(self, task: TaskData) -> None:
         super().prepare(task)
         self.llm  # noqa: B018 - load the model now, not inside the first batch
-
-    @property
-    def llm(self) -> Any:
-        if getattr(self, "_llm", None) is None:
-            self._llm = make_llm(self.options.llm, self.env.cache)
-        return self._llm
-
-    def identity(self) -> dict[str, Any]:
-        return {"llm": self.llm.identity()}
-
-    def finish(self) -> None:
-        self.env.reporter.log(f"{self.env.stage_id}: {self.llm.stats.summary()}")
 
 
 def truncate_words(text: str, n: int) -> str:
