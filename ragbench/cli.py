@@ -65,7 +65,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
 
     from ragbench.cache import Cache
     from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
-    from ragbench.evaluation import evaluate_result
+    from ragbench.evaluation import evaluate_result, without_retrieval_metrics
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
@@ -76,14 +76,10 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     reporter = Reporter()
     pipeline = load_pipeline(pipeline_file)
     card, card_path = load_task_card(task_name)
-    has_reader = any(st.cls.produces == "answers" for st in pipeline.stages)
-    has_ranking = any(st.cls.produces == "rankings" for st in pipeline.stages)
+    has_reader, has_ranking = pipeline.has_reader, pipeline.has_ranking
     metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])))
     if not has_ranking:  # closed book: answer recall has nothing to look at
-        from ragbench.evaluation import split_metrics
-        from ragbench.metrics.answers import parse_answer_metric
-
-        metrics = [m for m in metrics if m not in split_metrics(metrics)[1] or parse_answer_metric(m).needs != "retrieved"]
+        metrics = without_retrieval_metrics(metrics)
     problems = check_metrics(metrics, final_depth(pipeline.stages),
                              LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader)
     if problems:

@@ -61,6 +61,14 @@ class Pipeline:
     def final(self) -> StageSpec:
         return self.stages[-1]
 
+    @property
+    def has_reader(self) -> bool:
+        return any(st.cls.produces == "answers" for st in self.stages)
+
+    @property
+    def has_ranking(self) -> bool:
+        return any(st.cls.produces == "rankings" for st in self.stages)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

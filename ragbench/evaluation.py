@@ -33,6 +33,12 @@ def split_metrics(names: list[str]) -> tuple[list[str], list[str]]:
     return ir, answers
 
 
+def without_retrieval_metrics(names: list[str]) -> list[str]:
+    """The metrics a pipeline that retrieves nothing (closed book) can still compute."""
+    answers = set(split_metrics(names)[1])
+    return [n for n in names if n not in answers or parse_answer_metric(n).needs != "retrieved"]
+
+
 def gold_answers(query: Query, field: str) -> list[str]:
     value = query.extra.get(field)
     if isinstance(value, str):

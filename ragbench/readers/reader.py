@@ -110,6 +110,12 @@ class Reader(UsesLLM, Stage):
         return f"Title: {title}\n{body}" if title else body
 
     def budget(self) -> int:
+        """Tokens the passages may take (the same for every query: computed once)."""
+        if getattr(self, "_budget", None) is None:
+            self._budget = self._compute_budget()
+        return self._budget
+
+    def _compute_budget(self) -> int:
         o = self.options
         if o.context_tokens:
             return o.context_tokens

@@ -74,6 +74,19 @@ class LLMReranker(UsesLLM, Reranker):
         self.llm  # noqa: B018 - load the model now, not inside the first batch
 
 
+def windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """RankGPT's sliding windows [start, end) over n candidates, bottom first, the last one starting at 0."""
+    if n <= 1:
+        return []
+    out, end = [], n
+    while True:
+        start = max(0, end - window)
+        out.append((start, end))
+        if start == 0:
+            return out
+        end -= stride
+
+
 def truncate_words(text: str, n: int) -> str:
     words = text.split()
     return " ".join(words[:n])

@@ -42,7 +42,13 @@ from pydantic import Field, field_validator, model_validator
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
-from ragbench.rerankers.base import LLMReranker, LLMRerankerOptions, by_order, truncate_words
+from ragbench.rerankers.base import (
+    LLMReranker,
+    LLMRerankerOptions,
+    by_order,
+    truncate_words,
+    windows,
+)
 from ragbench.types import Query, Ranking
 
 if TYPE_CHECKING:
@@ -198,16 +204,6 @@ def document_scores(s_q: np.ndarray, s_na: np.ndarray | None, spans: Sequence[tu
             c = c[c > c.mean() - 2 * c.std(ddof=1)]
         scores.append(float(c.sum()))
     return scores
-
-
-def windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """RankGPT's bottom-up windows [start, end) over n candidates."""
-    out, end = [], n
-    while True:
-        out.append((max(0, end - size), end))
-        if end - size <= 0:
-            return out
-        end -= stride
 
 
 class ICR(LLMReranker):

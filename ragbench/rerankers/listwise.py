@@ -20,7 +20,13 @@ from typing_extensions import Self
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Chat, Sampling
-from ragbench.rerankers.base import LLMReranker, LLMRerankerOptions, by_order, truncate_words
+from ragbench.rerankers.base import (
+    LLMReranker,
+    LLMRerankerOptions,
+    by_order,
+    truncate_words,
+    windows,
+)
 from ragbench.stage import StageOptions
 from ragbench.types import Query, Ranking
 
@@ -65,19 +71,6 @@ def parse_permutation(text: str, n: int, identifiers: Identifiers) -> list[int]:
             seen.add(i)
             order.append(i)
     return order + [i for i in range(n) if i not in seen]
-
-
-def windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """The [start, end) windows over n candidates, bottom first, the last one starting at 0."""
-    if n <= 1:
-        return []
-    out, end = [], n
-    while True:
-        start = max(0, end - window)
-        out.append((start, end))
-        if start == 0:
-            return out
-        end -= stride
 
 
 def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Chat:
