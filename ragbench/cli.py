@@ -58,14 +58,17 @@ def main(debug: bool) -> None:
 @click.option("--no-cache", is_flag=True, help="Recompute every stage (uses a throw-away cache).")
 @click.option("--cache-dir", type=click.Path(), default=None, help="Cache location (default: $RAGBENCH_CACHE or ~/.cache/ragbench).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Queries per cached batch.")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE",
+              help="Override a pipeline field (value parsed as YAML), e.g. --set reader.top_k=10 or "
+                   "--set 'reader.llm={backend: openai_server, base_url: http://localhost:8000/v1, model: m}'. Repeatable.")
 @_friendly
-def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size) -> None:
+def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size, overrides) -> None:
     """Run PIPELINE_FILE on a task and write a run folder."""
     import tempfile
 
     from ragbench.cache import Cache
     from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
-    from ragbench.evaluation import evaluate_result, without_retrieval_metrics
+    from ragbench.evaluation import evaluate_result, stage_metrics, without_retrieval_metrics
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
@@ -74,7 +77,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
 
     start = time.perf_counter()
     reporter = Reporter()
-    pipeline = load_pipeline(pipeline_file)
+    pipeline = load_pipeline(pipeline_file, overrides)
     card, card_path = load_task_card(task_name)
     has_reader, has_ranking = pipeline.has_reader, pipeline.has_ranking
     metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])))
@@ -91,9 +94,11 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         cache = Cache(tmp if no_cache else cache_dir)
         result = run_pipeline(pipeline, task, cache, reporter, batch_size=batch_size)
     aggregate, per_query, breakdown = evaluate_result(result, task, metrics, card.answers_field, card.group_by)
+    # several ranking stages (a reranker, long units next to passages): each one's retrieval metrics too
+    by_stage = stage_metrics(result, task, metrics, card.answers_field) if len(result.rankings) > 1 else {}
     chash = config_hash(pipeline, task, metrics, limit)
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
-    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown)
+    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage)
 
     out.print(f"[bold]{pipeline.name}[/] on [bold]{task.name}[/] ({task.split}, {len(per_query)} queries)")
     table = Table()
@@ -101,6 +106,16 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         table.add_column(name, justify="right")
     table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
+    for c in result.corpora:
+        out.print(f"{c.spec.id}: {c.stats.get('summary', '')}", highlight=False)
+    if by_stage:
+        names = [m for m in metrics if any(m in v["metrics"] for v in by_stage.values())]
+        per_stage = Table(title="retrieval metrics by stage", title_justify="left")
+        for col in ("stage", "corpus", *names):
+            per_stage.add_column(col, justify="right" if col in names else "left")
+        for sid, v in by_stage.items():
+            per_stage.add_row(sid, v["corpus"], *(f"{v['metrics'][m]:.4f}" if m in v["metrics"] else "-" for m in names))
+        out.print(per_stage)
     stages = Table(show_edge=False)
     for col in ("stage", "type", "source", "seconds"):
         stages.add_column(col)

@@ -43,10 +43,12 @@ class StageSpec:
     cls: type[Stage]
     options: StageOptions
     inputs: tuple[str, ...]
+    corpus: str | None = None  # a corpus stage (long_units) whose documents this stage ranks; None: the task's
 
     def as_dict(self) -> dict[str, Any]:
         """The fully resolved stage, defaults included: what the cache key and lock file see."""
-        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **self.options.model_dump(mode="json")}
+        where = {"corpus": self.corpus} if self.corpus else {}
+        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **where, **self.options.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Pipeline:
     @property
     def has_ranking(self) -> bool:
         return any(st.cls.produces == "rankings" for st in self.stages)
+
+    @property
+    def ranking_stages(self) -> list[StageSpec]:
+        return [st for st in self.stages if st.cls.produces == "rankings"]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +149,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
     stages: list[StageSpec] = []
     depths: dict[str, int | None] = {}
     produces: dict[str, str] = {}
+    corpora: dict[str, str | None] = {}  # stage id -> the corpus stage it ranks (None: the task's)
     seen_ids: set[str] = set()
     for i, raw in enumerate(spec.stages):
         loc: Loc = ("stages", i)
@@ -156,6 +163,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
             problems.append(Problem(doc.file, f"duplicate stage id '{sid}' (give it a unique 'id:')", doc.line((*loc, "id")) or doc.line(loc), format_loc((*loc, "id"))))
         seen_ids.add(sid)
         inputs_raw = raw.pop("input", raw.pop("inputs", None))
+        corpus_raw = raw.pop("corpus", None)
         if type_name not in registry.COMPONENTS:
             problems.append(Problem(doc.file, f"unknown type '{type_name}'{registry.suggest(type_name)}; known: {', '.join(registry.names())}", doc.line((*loc, "type")), format_loc((*loc, "type"))))
             continue
@@ -168,17 +176,24 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                     p.message = f"unknown field for type '{type_name}' (its fields: {_known_fields(cls)})"
                 problems.append(p)
             continue
-        # inputs: default to the previous stage for stages that read one
+        # inputs: default to the previous stage (corpus stages aside) for stages that read one
+        readable = [st for st in stages if st.cls.produces != "corpus"]
         if inputs_raw is None:
-            inputs = (stages[-1].id,) if cls.max_inputs >= 1 and stages else ()
+            inputs = (readable[-1].id,) if cls.max_inputs >= 1 and readable else ()
         else:
             inputs = tuple([inputs_raw] if isinstance(inputs_raw, str) else [str(x) for x in inputs_raw])
         in_loc = (*loc, "input" if "input" in doc.data["stages"][i] else "inputs")
         for name in inputs:
             if name not in depths:
                 problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {', '.join(depths) or 'none'})", doc.line(in_loc), format_loc(in_loc)))
+            elif produces.get(name) == "corpus":
+                problems.append(Problem(doc.file, f"input '{name}' is a corpus stage; name it with 'corpus: {name}' instead", doc.line(in_loc), format_loc(in_loc)))
             elif produces.get(name) != "rankings":
                 problems.append(Problem(doc.file, f"input '{name}' produces {produces[name]}, not rankings; a stage reads rankings", doc.line(in_loc), format_loc(in_loc)))
+        corpus, corpus_problem = _stage_corpus(corpus_raw, inputs, produces, corpora, cls)
+        if corpus_problem:
+            c_loc = (*loc, "corpus") if corpus_raw is not None else in_loc
+            problems.append(Problem(doc.file, corpus_problem, doc.line(c_loc), format_loc(c_loc)))
         if not cls.min_inputs <= len(inputs) <= cls.max_inputs:
             want = str(cls.min_inputs) if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
             problems.append(Problem(doc.file, f"type '{type_name}' takes {want} input stage(s), got {len(inputs)}", doc.line(in_loc), format_loc(in_loc)))
@@ -190,7 +205,8 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                     problems.append(Problem(doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream}); a stage cannot reorder documents it never receives", doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
         depths[sid] = depth
         produces[sid] = cls.produces
-        stages.append(StageSpec(sid, type_name, cls, options, inputs))
+        corpora[sid] = corpus
+        stages.append(StageSpec(sid, type_name, cls, options, inputs, corpus))
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
@@ -198,6 +214,25 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
+
+
+def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str], corpora: dict[str, str | None],
+                  cls: type[Stage]) -> tuple[str | None, str]:
+    """(the corpus a stage works on, a problem or ""): given by `corpus:`, else its inputs'; all must agree."""
+    inherited = {corpora[name] for name in inputs if name in corpora}
+    if given is None:
+        if len(inherited) > 1:
+            return None, f"inputs {', '.join(inputs)} rank different corpora ({', '.join(sorted(str(c or 'the task corpus') for c in inherited))})"
+        return (inherited.pop() if inherited else None), ""
+    name = str(given)
+    if cls.produces == "corpus":
+        return None, "a corpus stage is built from the task's corpus; 'corpus:' is not allowed here"
+    if produces.get(name) != "corpus":
+        known = [k for k, v in produces.items() if v == "corpus"]
+        return None, f"'{name}' is not an earlier corpus stage (type: long_units){'; earlier: ' + ', '.join(known) if known else ''}"
+    if inherited and inherited != {name}:
+        return None, f"corpus '{name}' differs from the corpus its input ranks ({', '.join(str(c or 'the task corpus') for c in inherited)})"
+    return name, ""
 
 
 def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
@@ -233,9 +268,49 @@ def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:
     return ranking[-1].cls.depth(ranking[-1].options) if ranking else None
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
+def apply_overrides(doc: LocatedYaml, overrides: list[str] | tuple[str, ...]) -> LocatedYaml:
+    """`--set STAGE.key.sub=VALUE` (or a top-level key: `--set name=x`): the value is parsed as YAML.
+
+    STAGE is a stage's id (its type when it has no id). Changed keys keep their parent's line,
+    so a bad value is still reported against the file.
+    """
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(doc.data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        parts = [p for p in path.strip().split(".") if p]
+        if not sep or not parts:
+            raise RagbenchError.at("--set", f"expected STAGE.key=VALUE or key=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise RagbenchError.at("--set", f"{path}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        stages = data.get("stages") if isinstance(data, dict) else None
+        ids = [str(st.get("id", st.get("type"))) for st in stages or [] if isinstance(st, dict)]
+        if parts[0] in ids:
+            node: Any = stages[ids.index(parts[0])]
+            parts = parts[1:]
+        elif len(parts) == 1 and parts[0] in _PipelineSpec.model_fields and parts[0] != "stages":
+            node = data
+        else:
+            raise RagbenchError.at("--set", f"'{parts[0]}' is not a stage of {doc.file} (stages: {', '.join(ids)}) nor one of name, description, metrics")
+        if not parts:
+            raise RagbenchError.at("--set", f"{path}: name a field of stage '{path}' (e.g. {path}.top_k=10)")
+        for key in parts[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[parts[-1]] = value
+    return LocatedYaml(data, doc.lines, doc.file)
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
     path = resolve_path(path, PIPELINES_DIR, "pipeline")
-    pipeline, problems = parse_pipeline(load_yaml(path))
+    doc = load_yaml(path)
+    pipeline, problems = parse_pipeline(apply_overrides(doc, overrides) if overrides else doc)
     if problems:
         raise RagbenchError(problems)
     assert pipeline is not None

@@ -17,7 +17,7 @@ from typing import Any
 from ragbench.errors import RagbenchError
 from ragbench.metrics.answers import mean_by_group, parse_answer_metric, popularity_deciles
 from ragbench.metrics.ir import evaluate as evaluate_ir
-from ragbench.pipeline import PipelineResult
+from ragbench.pipeline import PipelineResult, StageResult
 from ragbench.types import Query, TaskData
 
 
@@ -50,40 +50,71 @@ def gold_answers(query: Query, field: str) -> list[str]:
 
 def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers",
                     group_by: list[str] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
-    """(aggregate, per-query, breakdowns) for the given metric names."""
+    """(aggregate, per-query, breakdowns) for the given metric names: retrieval ones on the last ranking."""
     ir_names, answer_names = split_metrics(metrics)
-    per_query: dict[str, dict[str, float]] = {}
-    aggregate: dict[str, float] = {}
+    parsed = [parse_answer_metric(n) for n in answer_names]
+    retrieval = [m.name for m in parsed if m.needs == "retrieved"]
+    aggregate, per_query = {}, {}
     ranking = result.final_ranking
-    if ir_names and ranking is not None:
-        agg, pq = evaluate_ir(ranking.rankings, task.qrels, ir_names)
-        aggregate.update(agg)
-        for qid, values in pq.items():
-            per_query.setdefault(qid, {}).update(values)
+    if ranking is not None:
+        aggregate, per_query = evaluate_ranking(ranking, task, ir_names + retrieval, answers_field)
     reader = result.reader
-    if answer_names and reader is not None:
-        parsed = [parse_answer_metric(n) for n in answer_names]
+    predicted = [m for m in parsed if m.needs == "prediction"]
+    if predicted and reader is not None:
         values: dict[str, dict[str, float]] = {}
         for q in task.queries:
             answer = reader.answers.get(q.id)
             if answer is None:
                 continue
             golds = gold_answers(q, answers_field)
-            row = {}
-            for m in parsed:
-                if m.needs == "retrieved":
-                    docids = ranking.ranking(q.id).docids if ranking is not None else []
-                    texts = [task.corpus[d].contents(("title", "text")) for d in docids if task.corpus is not None and d in task.corpus]
-                    row[m.name] = float(m.score(golds, texts=texts))
-                elif m.needs == "prediction":
-                    row[m.name] = float(m.score(golds, prediction=answer.text))  # type: ignore[arg-type]
-            values[q.id] = row
-            per_query.setdefault(q.id, {}).update(row)
-        for m in parsed:
-            scored = [v[m.name] for v in values.values() if m.name in v]
-            if scored:
-                aggregate[m.name] = sum(scored) / len(scored)
+            values[q.id] = {m.name: float(m.score(golds, prediction=answer.text)) for m in predicted}  # type: ignore[arg-type]
+            per_query.setdefault(q.id, {}).update(values[q.id])
+        for m in predicted:
+            if values:
+                aggregate[m.name] = sum(v[m.name] for v in values.values()) / len(values)
+    aggregate = {n: aggregate[n] for n in metrics if n in aggregate}  # the order asked for
     return aggregate, per_query, breakdowns(task, per_query, group_by or [])
+
+
+def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str],
+                     answers_field: str = "answers") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """IR measures and answer recall of one ranking stage, against the corpus and qrels it ranked
+    (a long-units stage: units and qrels mapped onto them)."""
+    view = stage.view or task
+    ir_names, answer_names = split_metrics(metrics)
+    aggregate: dict[str, float] = {}
+    per_query: dict[str, dict[str, float]] = {}
+    if ir_names:
+        agg, pq = evaluate_ir(stage.rankings, view.qrels, ir_names)
+        aggregate.update(agg)
+        for qid, values in pq.items():
+            per_query.setdefault(qid, {}).update(values)
+    recall = [m for m in map(parse_answer_metric, answer_names) if m.needs == "retrieved"]
+    if recall:
+        scored: dict[str, list[float]] = {m.name: [] for m in recall}
+        for q in task.queries:
+            golds = gold_answers(q, answers_field)
+            docids = stage.ranking(q.id).docids
+            texts = [view.corpus[d].contents(("title", "text")) for d in docids if view.corpus is not None and d in view.corpus]
+            for m in recall:
+                value = float(m.score(golds, texts=texts))
+                scored[m.name].append(value)
+                per_query.setdefault(q.id, {})[m.name] = value
+        aggregate.update({name: sum(v) / len(v) for name, v in scored.items() if v})
+    return aggregate, per_query
+
+
+def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers") -> dict[str, dict[str, Any]]:
+    """Retrieval metrics of every ranking stage (first stage, reranker, units...), to compare them within one run."""
+    ir_names, answer_names = split_metrics(metrics)
+    retrieval = ir_names + [n for n in answer_names if parse_answer_metric(n).needs == "retrieved"]
+    out: dict[str, dict[str, Any]] = {}
+    for stage in result.rankings:
+        aggregate, _ = evaluate_ranking(stage, task, retrieval, answers_field)
+        corpus = stage.spec.corpus
+        out[stage.spec.id] = {"type": stage.spec.type, "corpus": corpus or "task",
+                              "metrics": {n: aggregate[n] for n in retrieval if n in aggregate}}
+    return out
 
 
 def breakdowns(task: TaskData, per_query: dict[str, dict[str, float]], fields: list[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ moment it is finished, so an interrupted run loses at most the batch in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class StageResult:
     seconds: float
     identity: dict[str, Any] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # readers only
+    view: TaskData | None = None  # the task as this stage saw it (a derived corpus and its qrels, for corpus: stages)
+    stats: dict[str, Any] = field(default_factory=dict)  # corpus stages: the derived corpus' statistics
 
     @property
     def cached(self) -> bool:
@@ -42,6 +45,15 @@ class StageResult:
 @dataclass
 class PipelineResult:
     stages: list[StageResult]
+
+    @property
+    def rankings(self) -> list[StageResult]:
+        """Every stage that ranks documents, in pipeline order."""
+        return [s for s in self.stages if s.spec.cls.produces == "rankings"]
+
+    @property
+    def corpora(self) -> list[StageResult]:
+        return [s for s in self.stages if s.spec.cls.produces == "corpus"]
 
     @property
     def final(self) -> StageResult:
@@ -84,9 +96,29 @@ def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> s
 def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter, batch_size: int = 64) -> PipelineResult:
     results: dict[str, StageResult] = {}
     for spec in pipeline.stages:
+        if spec.cls.produces == "corpus":
+            results[spec.id] = _build_corpus(spec, task, cache, reporter)
+            continue
+        view = results[spec.corpus].view if spec.corpus else task
+        assert view is not None
         upstream = [results[name] for name in spec.inputs]
-        results[spec.id] = _run_stage(spec, upstream, task, cache, reporter, batch_size)
+        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size)
+        results[spec.id].view = view
     return PipelineResult(list(results.values()))
+
+
+def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Reporter) -> StageResult:
+    """A corpus stage: its derived corpus (cached as an artifact) and the task's qrels mapped onto it."""
+    from ragbench.corpora.long_units import map_qrels
+
+    start = time.perf_counter()
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id))
+    units, stats = stage.build(task)  # type: ignore[attr-defined]
+    view = dataclasses.replace(task, corpus=units, qrels=map_qrels(task.qrels, units),
+                               fingerprint=make_key(task.fingerprint, units.fingerprint))
+    return StageResult(spec, units.fingerprint, {}, 1, 0 if getattr(units, "built", False) else 1, time.perf_counter() - start,
+                       stage.identity(), view=view,
+                       stats={**dataclasses.asdict(stats), "summary": stats.summary()})
 
 
 def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,

@@ -22,6 +22,7 @@ COMPONENTS: dict[str, str] = {
     "first": "ragbench.rerankers.first:First",
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
     "reader": "ragbench.readers.reader:Reader",
+    "long_units": "ragbench.corpora.long_units:LongUnits",
 }
 
 

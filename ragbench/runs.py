@@ -3,7 +3,9 @@
     config.lock.yaml  fully resolved config, data fingerprints, package versions, model identities
     run.trec          the last ranking (TREC run format); absent for a closed-book pipeline
     answers.jsonl     per query: the reader's answer, long answer, context ids, prompts and raw replies
-    metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}, "breakdown": {...}}
+    metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}, "breakdown": {...},
+                       "stages": {ranking stage id: {type, corpus, metrics}} (when several stages rank),
+                       "corpora": {corpus stage id: unit statistics} (long_units)}
     per_query.jsonl   {"query_id": ..., <metric>: value, ...} per evaluated query
     timings.json      per stage: cache key, whether it came from the cache, seconds
 """
@@ -51,7 +53,8 @@ def default_folder(results_dir: Path, task: TaskData, pipeline: Pipeline, chash:
 
 def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: PipelineResult, metrics: list[str],
                      aggregate: dict[str, float], per_query: dict[str, dict[str, float]], chash: str,
-                     limit: int | None, argv: list[str], breakdown: dict[str, Any] | None = None) -> None:
+                     limit: int | None, argv: list[str], breakdown: dict[str, Any] | None = None,
+                     by_stage: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lock: dict[str, Any] = {
         "ragbench": __version__,
@@ -79,7 +82,9 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
             for q in task.queries if q.id in reader.answers))
     atomic_write_text(folder / "metrics.json", json.dumps({
         "task": task.name, "pipeline": pipeline.name, "config_hash": chash, "split": task.split,
-        "n_queries": len(per_query), "metrics": aggregate, **({"breakdown": breakdown} if breakdown else {})}, indent=2) + "\n")
+        "n_queries": len(per_query), "metrics": aggregate, **({"breakdown": breakdown} if breakdown else {}),
+        **({"stages": by_stage} if by_stage else {}),
+        **({"corpora": {c.spec.id: c.stats for c in result.corpora}} if result.corpora else {})}, indent=2) + "\n")
     atomic_write_text(folder / "per_query.jsonl", "".join(
         json.dumps({"query_id": qid, **values}) + "\n" for qid, values in per_query.items()))
     atomic_write_text(folder / "timings.json", json.dumps({"stages": [

@@ -132,3 +132,20 @@ def test_llm_block_defaults_to_transformers_and_rejects_other_backends_fields(tm
     problems = [str(p) for p in validate_file(bad)]
     assert any(":5: stages[1].llm: " in p and "only backend 'transformers'" in p for p in problems), problems
     assert any(":7: stages[2].llm.base_url: unknown field for backend 'transformers'" in p for p in problems), problems
+
+
+def test_set_overrides_stage_fields_and_reports_bad_ones(tmp_path: Path) -> None:
+    from ragbench.errors import RagbenchError
+
+    llm = "{backend: openai_server, base_url: http://127.0.0.1:9/v1, model: m}"
+    p = load_pipeline("popqa-rag", ["reader.top_k=3", f"reader.llm={llm}", "bm25.analyzer.stemmer=none", "name=renamed"])
+    bm25, reader = p.stages
+    assert reader.options.top_k == 3 and reader.options.llm.backend == "openai_server" and reader.options.llm.base_url == ["http://127.0.0.1:9/v1"]
+    assert bm25.options.analyzer.stemmer == "none" and bm25.options.k1 == 0.9 and p.name == "renamed"
+    assert load_pipeline("popqa-rag").stages[1].options.top_k == 5  # the file is untouched
+    with pytest.raises(RagbenchError, match="'rerank' is not a stage of .*popqa-rag.yaml \\(stages: bm25, reader\\)"):
+        load_pipeline("popqa-rag", ["rerank.top_k=3"])
+    with pytest.raises(RagbenchError, match="expected STAGE.key=VALUE"):
+        load_pipeline("popqa-rag", ["reader.top_k"])
+    with pytest.raises(RagbenchError, match=r"popqa-rag.yaml:\d+: stages\[1\].top_k: Input should be a valid integer"):
+        load_pipeline("popqa-rag", ["reader.top_k=many"])

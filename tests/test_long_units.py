@@ -177,3 +177,84 @@ def test_popqa_full_units(smollm2_dir: Path, tmp_path: Path) -> None:
     if not path.exists():
         pytest.skip(f"{path} not present")
     _report("popqa", load_corpus(path), smollm2_dir, Cache(tmp_path))
+
+
+# -- mention links ------------------------------------------------------------------------------------
+def test_mention_links_word_boundaries_longest_title_and_no_self_links() -> None:
+    rows = [("a", "New York", "New York City lies in New York State."),
+            ("b", "New York City", "A city; see also York and Yorkshire."),
+            ("c", "York", "York is in Yorkshire, unlike New Yorkers."),
+            ("d", "Ann", "Ann and Annapolis.")]  # titles under 4 characters link nothing
+    corpus = Corpus({i: Document(i, text, title) for i, title, text in rows}, "fp")
+    # a: "New York City" (longest match first) and "New York" (a's own: dropped) -> b only
+    # b: "York" -> c, "Yorkshire" is not "York"; c: "New Yorkers" does not mention "New York" at a boundary
+    assert lu.mention_links(corpus) == {"a": ["b"], "b": ["c"]}
+
+
+# -- long units in a pipeline -------------------------------------------------------------------------
+UNITS_PIPELINE = """\
+name: units
+stages:
+  - {id: units, type: long_units, group_by: mentions, max_tokens: 1000, tokenizer: %s}
+  - {id: passages, type: bm25, top_k: 50}
+  - {id: long, type: bm25, corpus: units, top_k: 50}
+  - {id: long2, type: bm25, corpus: units, k1: 1.5, top_k: 50}
+  - {id: fused, type: fusion, inputs: [long, long2], top_k: 20}
+"""
+
+
+def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path: Path) -> None:
+    from ragbench.config import parse_pipeline
+    from ragbench.evaluation import evaluate_result, stage_metrics
+    from ragbench.metrics.ir import evaluate as evaluate_ir
+    from ragbench.pipeline import run_pipeline
+    from ragbench.progress import Reporter
+    from ragbench.yamlio import load_yaml
+
+    p = tmp_path / "units.yaml"
+    p.write_text(UNITS_PIPELINE % smollm2_dir)
+    pipeline, problems = parse_pipeline(load_yaml(p))
+    assert not problems and pipeline is not None
+    assert [s.corpus for s in pipeline.stages] == [None, None, "units", "units", "units"]  # fusion inherits its inputs' corpus
+    assert pipeline.stages[1].inputs == ()  # a retriever reads no input; the corpus stage is never a default input
+    task = load_task(load_task_card("popqa-sample")[0])
+    cache = Cache(tmp_path / "cache")
+    result = run_pipeline(pipeline, task, cache, Reporter(quiet=True))
+    units = {s.spec.id: s for s in result.stages}["units"]
+    assert units.view is not None and units.view.corpus is not None and units.batches_cached == 0
+    unit_ids = set(units.view.corpus)
+    assert len(unit_ids) < len(task.corpus)  # mentions merged some paragraphs
+    long, passages = result.final_ranking, result.rankings[0]
+    assert long.spec.id == "fused" and passages.spec.id == "passages"
+    assert all(set(r.docids) <= unit_ids for r in long.rankings.values())
+    assert all(set(r.docids) <= set(task.corpus) for r in passages.rankings.values())
+    # the final ranking is scored against qrels mapped onto units, not the passage qrels
+    aggregate, _, _ = evaluate_result(result, task, ["R@10", "answer_recall@1"], "answers")
+    expected, _ = evaluate_ir(long.rankings, map_qrels(task.qrels, units.view.corpus), ["R@10"])
+    assert aggregate["R@10"] == pytest.approx(expected["R@10"])
+    by_stage = stage_metrics(result, task, ["R@10", "answer_recall@1"], "answers")
+    assert list(by_stage) == ["passages", "long", "long2", "fused"] and by_stage["long"]["corpus"] == "units"
+    assert by_stage["passages"]["metrics"]["R@10"] == pytest.approx(evaluate_ir(passages.rankings, task.qrels, ["R@10"])[0]["R@10"])
+    assert by_stage["fused"]["metrics"] == {"R@10": pytest.approx(aggregate["R@10"]), "answer_recall@1": pytest.approx(aggregate["answer_recall@1"])}
+    # a unit holding the gold passage holds its answer too: answer recall@50 over units >= over passages
+    at50 = stage_metrics(result, task, ["answer_recall@50"], "answers")
+    assert at50["long"]["metrics"]["answer_recall@50"] >= at50["passages"]["metrics"]["answer_recall@50"] - 1e-9
+    again = run_pipeline(pipeline, task, cache, Reporter(quiet=True))
+    assert all(s.cached for s in again.stages) and again.final.rankings == long.rankings
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ("  - {id: u, type: long_units}\n  - {type: bm25, corpus: nope}\n", "'nope' is not an earlier corpus stage (type: long_units); earlier: u"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: listwise, input: u}\n", "input 'u' is a corpus stage; name it with 'corpus: u' instead"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {id: b, type: bm25, corpus: u}\n  - {type: fusion, inputs: [a, b]}\n",
+     "inputs a, b rank different corpora (the task corpus, u)"),
+    ("  - {id: u, type: long_units}\n  - {id: v, type: long_units, corpus: u}\n", "a corpus stage is built from the task's corpus"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: bm25, input: a, corpus: u}\n", "corpus 'u' differs from the corpus its input ranks"),
+])
+def test_corpus_references_are_checked(tmp_path: Path, stages: str, message: str) -> None:
+    from ragbench.config import validate_file
+
+    p = tmp_path / "p.yaml"
+    p.write_text("name: x\nstages:\n" + stages)
+    problems = [str(x) for x in validate_file(p)]
+    assert any(message in x for x in problems), problems

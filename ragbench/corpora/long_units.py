@@ -16,6 +16,13 @@ links   LongRAG's greedy merge (TIGER-AI-Lab/LongRAG, preprocess/group_documents
 title   for corpora without links: consecutive documents (corpus order) with the same non-empty
         title are packed greedily into units of <= K tokens. Documents are never split; a document
         with an empty title is a unit of its own.
+mentions
+        for corpora of whole-article passages without hyperlinks: a document links to every other
+        document whose title (>= 4 characters) its text mentions, case-sensitively at word
+        boundaries (a stand-in for Wikipedia's hyperlinks, which mostly sit on such mentions),
+        then LongRAG's greedy merge as for links. Derived from the corpus alone, never from qrels.
+        One regular expression over all titles: fine for corpora of thousands of titles; for
+        millions, give real links.
 
 In both, a document larger than K becomes an oversize unit on its own.
 
@@ -36,20 +43,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ragbench.cache import Cache, make_key
 from ragbench.errors import RagbenchError
 from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir
 from ragbench.models import resolve
 from ragbench.progress import Reporter
-from ragbench.types import Corpus, Document, Qrels
+from ragbench.stage import Stage, StageOptions
+from ragbench.types import Answer, Corpus, Document, Qrels, Query, Ranking, TaskData
 
 #: Bump when the same options would now produce different units: it invalidates cached units.
 VERSION = "1"
@@ -59,7 +68,7 @@ TITLE_SEP = " | "
 _BATCH = 2000  # texts per tokenizer call
 
 
-class LongUnitsOptions(BaseModel):
+class LongUnitsOptions(StageOptions):
     """How units are formed.
 
     `tokenizer` counts sizes. LongRAG counted tiktoken `cl100k_base` tokens; that BPE file is
@@ -68,11 +77,10 @@ class LongUnitsOptions(BaseModel):
     close to, not exactly, LongRAG's K. Any Hugging Face tokenizer name or local folder is allowed.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     max_tokens: int = Field(4000, ge=1, description="K: the most tokens a unit may hold (single documents may exceed it)")
     tokenizer: str = Field(DEFAULT_MODEL, description="tokenizer that counts sizes: bundled name, local folder or Hub id")
-    group_by: Literal["auto", "links", "title"] = Field("auto", description="auto = links when any document has links, else title")
+    group_by: Literal["auto", "links", "title", "mentions"] = Field(
+        "auto", description="auto = links when any document has links, else title | mentions: link documents whose text mentions another's title")
     links_field: str = Field("links", description="extra field listing linked documents (ids or titles)")
     separator: str = Field(" ", description="joins the members' texts")
 
@@ -98,7 +106,7 @@ class UnitStats:
 class UnitCorpus(Corpus):
     """A Corpus of units that knows each unit's member documents."""
 
-    __slots__ = ()
+    __slots__ = ("built",)  # built: made by this call (False: read from the cache)
 
     def members(self, unit_id: str) -> list[str]:
         return list(self.docs[unit_id].extra["members"])
@@ -187,6 +195,24 @@ def resolve_links(corpus: Corpus, field: str) -> tuple[dict[str, list[str]], int
     return out, unresolved
 
 
+def mention_links(corpus: Corpus, min_chars: int = 4) -> dict[str, list[str]]:
+    """Each document's links to the documents whose titles its text mentions (word boundaries, case-sensitive)."""
+    by_title: dict[str, str] = {}
+    for d in corpus.docs.values():
+        if len(d.title) >= min_chars:
+            by_title.setdefault(d.title, d.id)
+    if not by_title:
+        return {}
+    titles = sorted(by_title, key=len, reverse=True)  # longest first: "New York City" before "New York"
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, titles)) + r")(?!\w)")
+    out: dict[str, list[str]] = {}
+    for d in corpus.docs.values():
+        hits = {by_title[m.group(0)] for m in pattern.finditer(d.text)} - {d.id}
+        if hits:
+            out[d.id] = sorted(hits)
+    return out
+
+
 def map_qrels(qrels: Qrels, units: Corpus) -> Qrels:
     """Qrels over unit ids: a unit's grade is the highest of its members' (docs in no unit are dropped)."""
     unit_of = {m: uid for uid, u in units.docs.items() for m in u.extra["members"]}
@@ -245,6 +271,7 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
     """The corpus of units and its statistics, built once per key and then read from the cache."""
     tokenizer, tok_hash = load_tokenizer(options.tokenizer, cache.root)
     key = units_key(corpus, options, tok_hash)
+    built = not cache.artifact_path(key).exists()
 
     def build(tmp: Path) -> None:
         docs = list(corpus.docs.values())
@@ -261,6 +288,8 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
         if mode == "links":
             links, unresolved = resolve_links(corpus, options.links_field)
             groups = group_by_links(docs, links, sizes, options.max_tokens)
+        elif mode == "mentions":
+            groups = group_by_links(docs, mention_links(corpus), sizes, options.max_tokens)
         else:
             groups = group_by_title(docs, sizes, options.max_tokens)
         width = max(6, len(str(len(groups) - 1)))
@@ -285,7 +314,9 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
             r = json.loads(line)
             docs[r["id"]] = Document(r["id"], r["text"], r["title"], {"members": r["members"], "tokens": r["tokens"]})
     stats = UnitStats(**json.loads((path / "stats.json").read_text()))
-    return UnitCorpus(docs, key, source=str(path)), stats
+    units = UnitCorpus(docs, key, source=str(path))
+    units.built = built
+    return units, stats
 
 
 def _distribution(values: list[int]) -> dict[str, float]:
@@ -294,3 +325,30 @@ def _distribution(values: list[int]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"min": float(a.min()), "p10": float(np.percentile(a, 10)), "median": float(np.median(a)),
             "mean": round(float(a.mean()), 1), "p90": float(np.percentile(a, 90)), "max": float(a.max())}
+
+
+class LongUnits(Stage):
+    """`type: long_units`: a derived corpus of units; stages that name it with `corpus:` retrieve over it.
+
+    It answers no queries: the pipeline builds its corpus once (cached), maps the task's qrels onto
+    unit ids (a unit is as relevant as its most relevant member) and hands both to the stages
+    that read it, so IR and answer-recall metrics of those stages are over units.
+    """
+
+    kind = "corpus"
+    Options = LongUnitsOptions
+    produces = "corpus"
+    options: LongUnitsOptions
+
+    def build(self, task: TaskData) -> tuple[UnitCorpus, UnitStats]:
+        if task.corpus is None:
+            raise RagbenchError.at(f"stage {self.env.stage_id}", "long_units needs the task's corpus (give --data)")
+        units, stats = build_units(task.corpus, self.options, self.env.cache, self.env.reporter)
+        self.env.reporter.log(f"{self.env.stage_id}: {stats.summary()}")
+        return units, stats
+
+    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking] | dict[str, Answer]:
+        raise TypeError("long_units builds a corpus; it does not process queries")
+
+    def identity(self) -> dict[str, Any]:
+        return {"tokenizer": self.options.tokenizer}
