@@ -68,7 +68,12 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
 
     from ragbench.cache import Cache
     from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
-    from ragbench.evaluation import evaluate_result, stage_metrics, without_retrieval_metrics
+    from ragbench.evaluation import (
+        evaluate_result,
+        judge_summary,
+        stage_metrics,
+        without_retrieval_metrics,
+    )
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
@@ -80,11 +85,12 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     pipeline = load_pipeline(pipeline_file, overrides)
     card, card_path = load_task_card(task_name)
     has_reader, has_ranking = pipeline.has_reader, pipeline.has_ranking
-    metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])))
+    metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])
+                                        + (["judge_acc"] if pipeline.has_judge and "judge_acc" not in card.answer_metrics else [])))
     if not has_ranking:  # closed book: answer recall has nothing to look at
         metrics = without_retrieval_metrics(metrics)
     problems = check_metrics(metrics, final_depth(pipeline.stages),
-                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader)
+                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader, pipeline.has_judge)
     if problems:
         raise RagbenchError(problems)
     task = load_task(card, split, data_dir, limit, need_corpus=has_ranking, reporter=reporter)
@@ -106,6 +112,10 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         table.add_column(name, justify="right")
     table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
+    if result.judge is not None and "judge_acc" in aggregate:
+        j = judge_summary(result)
+        out.print(f"judge_acc over {j['judged']} parsed verdicts; {j['unparsed']} of {j['n']} judge replies unparseable "
+                  f"(left out, not counted wrong)", highlight=False)
     for c in result.corpora:
         out.print(f"{c.spec.id}: {c.stats.get('summary', '')}", highlight=False)
     if by_stage:

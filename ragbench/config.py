@@ -72,6 +72,10 @@ class Pipeline:
         return any(st.cls.produces == "rankings" for st in self.stages)
 
     @property
+    def has_judge(self) -> bool:
+        return any(st.cls.produces == "judgements" for st in self.stages)
+
+    @property
     def ranking_stages(self) -> list[StageSpec]:
         return [st for st in self.stages if st.cls.produces == "rankings"]
 
@@ -188,8 +192,8 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                 problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {', '.join(depths) or 'none'})", doc.line(in_loc), format_loc(in_loc)))
             elif produces.get(name) == "corpus":
                 problems.append(Problem(doc.file, f"input '{name}' is a corpus stage; name it with 'corpus: {name}' instead", doc.line(in_loc), format_loc(in_loc)))
-            elif produces.get(name) != "rankings":
-                problems.append(Problem(doc.file, f"input '{name}' produces {produces[name]}, not rankings; a stage reads rankings", doc.line(in_loc), format_loc(in_loc)))
+            elif produces.get(name) != cls.consumes:
+                problems.append(Problem(doc.file, f"input '{name}' produces {produces[name]}, but type '{type_name}' reads {cls.consumes}", doc.line(in_loc), format_loc(in_loc)))
         corpus, corpus_problem = _stage_corpus(corpus_raw, inputs, produces, corpora, cls)
         if corpus_problem:
             c_loc = (*loc, "corpus") if corpus_raw is not None else in_loc
@@ -210,7 +214,8 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
-        problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=any(st.cls.produces == "answers" for st in stages))
+        problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=any(st.cls.produces == "answers" for st in stages),
+                                  has_judge=any(st.cls.produces == "judgements" for st in stages))
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
@@ -236,7 +241,7 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str],
 
 
 def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
-                  has_reader: bool | None = None) -> list[Problem]:
+                  has_reader: bool | None = None, has_judge: bool | None = None) -> list[Problem]:
     """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
     from ragbench.metrics.answers import parse_answer_metric
     from ragbench.metrics.ir import cutoff, parse_measure
@@ -250,6 +255,8 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
         if answer is not None:
             if has_reader is False and answer.needs != "retrieved":
                 problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", doc.line((*loc, j)), format_loc((*loc, j))))
+            elif has_judge is False and answer.needs == "judge":
+                problems.append(Problem(doc.file, f"{name} needs a judge: add a 'type: judge' stage after the reader", doc.line((*loc, j)), format_loc((*loc, j))))
             continue
         try:
             measure = parse_measure(name)

@@ -10,15 +10,18 @@ types) by each of its values.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from ragbench.errors import RagbenchError
-from ragbench.metrics.answers import mean_by_group, parse_answer_metric, popularity_deciles
+from ragbench.metrics.answers import (
+    gold_answers,
+    mean_by_group,
+    parse_answer_metric,
+    popularity_deciles,
+)
 from ragbench.metrics.ir import evaluate as evaluate_ir
 from ragbench.pipeline import PipelineResult, StageResult
-from ragbench.types import Query, TaskData
+from ragbench.types import TaskData
 
 
 def split_metrics(names: list[str]) -> tuple[list[str], list[str]]:
@@ -37,15 +40,6 @@ def without_retrieval_metrics(names: list[str]) -> list[str]:
     """The metrics a pipeline that retrieves nothing (closed book) can still compute."""
     answers = set(split_metrics(names)[1])
     return [n for n in names if n not in answers or parse_answer_metric(n).needs != "retrieved"]
-
-
-def gold_answers(query: Query, field: str) -> list[str]:
-    value = query.extra.get(field)
-    if isinstance(value, str):
-        value = json.loads(value) if value.lstrip().startswith("[") else [value]
-    if not value:
-        raise RagbenchError.at(f"query {query.id}", f"no gold answers in field '{field}' (set the task card's answers_field)")
-    return [str(v) for v in value]
 
 
 def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers",
@@ -72,8 +66,26 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
         for m in predicted:
             if values:
                 aggregate[m.name] = sum(v[m.name] for v in values.values()) / len(values)
+    judged = [m for m in parsed if m.needs == "judge"]
+    if judged and result.judge is not None:
+        verdicts = {qid: j.value for qid, j in result.judge.judgements.items() if j.value is not None}
+        for m in judged:
+            for qid, v in verdicts.items():
+                per_query.setdefault(qid, {})[m.name] = v
+            if verdicts:
+                aggregate[m.name] = sum(verdicts.values()) / len(verdicts)
     aggregate = {n: aggregate[n] for n in metrics if n in aggregate}  # the order asked for
     return aggregate, per_query, breakdowns(task, per_query, group_by or [])
+
+
+def judge_summary(result: PipelineResult) -> dict[str, Any]:
+    """How many answers the judge saw, and how many of its replies had no parseable verdict."""
+    judge = result.judge
+    if judge is None:
+        return {}
+    values = [j.value for j in judge.judgements.values()]
+    return {"stage": judge.spec.id, "model": judge.identity.get("llm", {}).get("model"), "n": len(values),
+            "judged": sum(v is not None for v in values), "unparsed": sum(v is None for v in values)}
 
 
 def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str],

@@ -18,7 +18,7 @@ from ragbench.config import Pipeline, StageSpec
 from ragbench.progress import Reporter
 from ragbench.stage import StageEnv
 from ragbench.trec import dump_rankings, load_rankings
-from ragbench.types import Answer, Query, Ranking, TaskData
+from ragbench.types import Answer, Judgement, Query, Ranking, TaskData
 
 
 @dataclass
@@ -31,6 +31,7 @@ class StageResult:
     seconds: float
     identity: dict[str, Any] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # readers only
+    judgements: dict[str, Judgement] = field(default_factory=dict)  # judges only
     view: TaskData | None = None  # the task as this stage saw it (a derived corpus and its qrels, for corpus: stages)
     stats: dict[str, Any] = field(default_factory=dict)  # corpus stages: the derived corpus' statistics
 
@@ -40,6 +41,15 @@ class StageResult:
 
     def ranking(self, qid: str) -> Ranking:
         return self.rankings.get(qid) or Ranking(qid, [], [])
+
+    def output(self, qid: str) -> Ranking | Answer | Judgement | None:
+        """What this stage produced for a query, as a downstream stage reads it."""
+        kind = self.spec.cls.produces
+        if kind == "answers":
+            return self.answers.get(qid)
+        if kind == "judgements":
+            return self.judgements.get(qid)
+        return self.ranking(qid)
 
 
 @dataclass
@@ -69,18 +79,28 @@ class PipelineResult:
         """The last stage that answers (what answer metrics see)."""
         return next((s for s in reversed(self.stages) if s.spec.cls.produces == "answers"), None)
 
+    @property
+    def judge(self) -> StageResult | None:
+        """The last judge (what judge_acc sees)."""
+        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "judgements"), None)
 
-def _dump(outputs: list[Ranking] | list[Answer]) -> str:
-    if outputs and isinstance(outputs[0], Answer):
-        return "".join(json.dumps(a.to_json(), ensure_ascii=False) + "\n" for a in outputs)  # type: ignore[union-attr]
-    return dump_rankings(outputs)  # type: ignore[arg-type]
+
+_RECORDS: dict[str, type[Answer] | type[Judgement]] = {"answers": Answer, "judgements": Judgement}
+
+
+def _dump(outputs: list[Any]) -> str:
+    """Rankings as TREC run lines; answers and judgements as JSON lines."""
+    if outputs and isinstance(outputs[0], Answer | Judgement):
+        return "".join(json.dumps(o.to_json(), ensure_ascii=False) + "\n" for o in outputs)
+    return dump_rankings(outputs)
 
 
 def _result(spec: StageSpec, key: str, text: str, *args: Any) -> StageResult:
-    if spec.cls.produces == "answers":
-        answers = {a.qid: a for a in (Answer.from_json(json.loads(line)) for line in text.splitlines() if line.strip())}
-        return StageResult(spec, key, {}, *args, answers=answers)
-    return StageResult(spec, key, load_rankings(text), *args)
+    record = _RECORDS.get(spec.cls.produces)
+    if record is None:
+        return StageResult(spec, key, load_rankings(text), *args)
+    rows = {r.qid: r for r in (record.from_json(json.loads(line)) for line in text.splitlines() if line.strip())}
+    return StageResult(spec, key, {}, *args, **{spec.cls.produces: rows})
 
 
 def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
@@ -146,7 +166,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
             for batch, bkey in zip(batches, batch_keys, strict=True):
                 if done[bkey] is not None:
                     continue
-                inputs = [{q.id: u.ranking(q.id) for q in batch} for u in upstream]
+                inputs = [{q.id: u.output(q.id) for q in batch} for u in upstream]
                 out = stage.process(batch, inputs)
                 done[bkey] = _dump([out[q.id] for q in batch if q.id in out])
                 cache.put_batch(bkey, done[bkey])

@@ -23,6 +23,7 @@ COMPONENTS: dict[str, str] = {
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
     "reader": "ragbench.readers.reader:Reader",
     "long_units": "ragbench.corpora.long_units:LongUnits",
+    "judge": "ragbench.metrics.judge:Judge",
 }
 
 

@@ -3,6 +3,7 @@
     config.lock.yaml  fully resolved config, data fingerprints, package versions, model identities
     run.trec          the last ranking (TREC run format); absent for a closed-book pipeline
     answers.jsonl     per query: the reader's answer, long answer, context ids, prompts and raw replies
+    judgements.jsonl  per query: the judge's verdict (null: unparseable), prompt and raw reply
     metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}, "breakdown": {...},
                        "stages": {ranking stage id: {type, corpus, metrics}} (when several stages rank),
                        "corpora": {corpus stage id: unit statistics} (long_units)}
@@ -27,6 +28,7 @@ from ragbench import __version__
 from ragbench.cache import atomic_write_text
 from ragbench.config import Pipeline, stable_hash
 from ragbench.errors import RagbenchError
+from ragbench.evaluation import judge_summary
 from ragbench.pipeline import PipelineResult
 from ragbench.trec import format_run
 from ragbench.types import TaskData
@@ -80,10 +82,16 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
         atomic_write_text(folder / "answers.jsonl", "".join(
             json.dumps({**reader.answers[q.id].to_json(), "llm": reader.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
             for q in task.queries if q.id in reader.answers))
+    judge = result.judge
+    if judge is not None:
+        atomic_write_text(folder / "judgements.jsonl", "".join(
+            json.dumps({**judge.judgements[q.id].to_json(), "llm": judge.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
+            for q in task.queries if q.id in judge.judgements))
     atomic_write_text(folder / "metrics.json", json.dumps({
         "task": task.name, "pipeline": pipeline.name, "config_hash": chash, "split": task.split,
         "n_queries": len(per_query), "metrics": aggregate, **({"breakdown": breakdown} if breakdown else {}),
         **({"stages": by_stage} if by_stage else {}),
+        **({"judge": judge_summary(result)} if judge is not None else {}),
         **({"corpora": {c.spec.id: c.stats for c in result.corpora}} if result.corpora else {})}, indent=2) + "\n")
     atomic_write_text(folder / "per_query.jsonl", "".join(
         json.dumps({"query_id": qid, **values}) + "\n" for qid, values in per_query.items()))

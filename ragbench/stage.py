@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ragbench.types import Answer, Query, Ranking, TaskData
+from ragbench.types import Query, TaskData
 
 if TYPE_CHECKING:
     from ragbench.cache import Cache
@@ -47,8 +47,11 @@ class Stage(ABC):
     max_inputs: ClassVar[int] = 0
     #: A stage that reorders a subset of its input (a reranker) cannot ask for more than it gets.
     narrows_input: ClassVar[bool] = False
-    #: what `process` returns per query: a Ranking (retrievers, rerankers) or an Answer (readers)
+    #: what `process` returns per query: a Ranking (retrievers, rerankers), an Answer (readers),
+    #: a Judgement (judges); "corpus" stages (long_units) build a derived corpus instead
     produces: ClassVar[str] = "rankings"
+    #: what it reads from its input stages: rankings, or a reader's answers (judges)
+    consumes: ClassVar[str] = "rankings"
 
     def __init__(self, options: StageOptions, env: StageEnv):
         self.options = options
@@ -58,8 +61,8 @@ class Stage(ABC):
         """Heavy one-time work (build or load an index, load a model)."""
 
     @abstractmethod
-    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking] | dict[str, Answer]:
-        """Rank (or answer) one batch of queries. `inputs` holds each upstream stage's rankings."""
+    def process(self, queries: list[Query], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rank (answer, judge) one batch of queries. `inputs` holds each upstream stage's output per query."""
 
     def finish(self) -> None:  # noqa: B027 - optional hook
         """Called after the stage processed its uncached batches (log request counts, free memory)."""

@@ -112,3 +112,21 @@ class TaskData:
     corpus: Corpus | None
     source: str  # where the data came from, for the lock file
     fingerprint: str  # of queries + qrels + corpus
+    answers_field: str = "answers"  # query field with the gold answers (the card's), for judges
+
+
+@dataclass(slots=True)
+class Judgement:
+    """One query's verdict from an LLM judge, with the prompts and raw replies it came from."""
+
+    qid: str
+    value: float | None  # 1.0 / 0.0, or None when the reply could not be parsed (never counted as wrong)
+    prompts: list[Any] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query_id": self.qid, "value": self.value, "prompts": self.prompts, "outputs": self.outputs}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Judgement:
+        return cls(d["query_id"], d["value"], d.get("prompts", []), d.get("outputs", []))

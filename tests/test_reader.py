@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ragbench.cache import Cache
 from ragbench.cli import main
 from ragbench.config import load_task_card, validate_file
+from ragbench.metrics.answers import parse_judgement
 from ragbench.progress import Reporter
 from ragbench.readers.reader import Reader, both_ends, clean_answer
 from ragbench.stage import StageEnv
@@ -118,7 +119,7 @@ def test_answer_metrics_need_a_reader_and_readers_feed_nothing(tmp_path: Path) -
     assert any("EM scores answers, but the pipeline has no reader stage" in str(x) for x in validate_file(p))
     q = tmp_path / "q.yaml"
     q.write_text("name: y\nstages:\n  - {type: reader, closed_book: true}\n  - {type: listwise, top_k: 5}\n")
-    assert any("produces answers, not rankings" in str(x) for x in validate_file(q))
+    assert any("produces answers, but type" in str(x) for x in validate_file(q))
 
 
 def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tmp_path: Path) -> None:
@@ -130,7 +131,57 @@ def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tm
                                        "--limit", "2", "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["metrics"]) == {"EM", "F1"}
+    judge = metrics["judge"]
+    assert judge["n"] == 2 and judge["judged"] + judge["unparsed"] == 2 and judge["model"]
+    assert set(metrics["metrics"]) == {"EM", "F1"} | ({"judge_acc"} if judge["judged"] else set())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "judgements.jsonl").read_text().splitlines()]
+    assert [r["value"] for r in rows] == [(None if v is None else float(v)) for v in (parse_judgement(r["outputs"][0]) for r in rows)]
     types = metrics["breakdown"]["reasoning_types"]
     queries = [json.loads(line) for line in (SHARED_DATA / "frames" / "queries.jsonl").read_text().splitlines()[:2]]
     assert set(types) == {t for q in queries for t in q["reasoning_types"]}
+
+
+JUDGED = """\
+name: judged
+stages:
+  - {type: reader, closed_book: true, max_new_tokens: 16, llm: %(llm)s}
+  - {type: judge, max_new_tokens: 96, llm: %(llm)s}
+"""
+
+
+def test_judge_scores_reader_answers_through_a_server(vllm_server, tmp_path: Path) -> None:
+    """A real judge LLM (SmolLM2 on the vLLM server) rates 4 closed-book answers; every verdict is the
+    deterministic parse of the stored reply, unparseable ones are counted and left out of judge_acc."""
+    llm = f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, tokenizer: SmolLM2-135M-Instruct}}"
+    p = tmp_path / "judged.yaml"
+    p.write_text(JUDGED % {"llm": llm})
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "4", "--out", str(tmp_path / "run")],
+                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    answers = {r["query_id"]: r for r in map(json.loads, (run / "answers.jsonl").read_text().splitlines())}
+    rows = [json.loads(line) for line in (run / "judgements.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["llm"] == "smollm2" for r in rows)
+    task = load_task(load_task_card("popqa-sample")[0], limit=4)
+    for r, q in zip(rows, task.queries, strict=True):
+        prompt = r["prompts"][0][0]["content"]
+        assert f"Question: {q.text}" in prompt and f"Response: {answers[q.id]['answer']}" in prompt
+        assert f"Ground truth answer: {q.extra['answers'][0]}" in prompt
+        verdict = parse_judgement(r["outputs"][0])
+        assert r["value"] == (None if verdict is None else float(verdict))
+    metrics = json.loads((run / "metrics.json").read_text())
+    parsed = [r["value"] for r in rows if r["value"] is not None]
+    assert metrics["judge"] == {"stage": "judge", "model": "smollm2", "n": 4, "judged": len(parsed), "unparsed": 4 - len(parsed)}
+    if parsed:
+        assert metrics["metrics"]["judge_acc"] == pytest.approx(sum(parsed) / len(parsed))
+    assert "judge replies unparseable" in result.output
+    print(f"\nREPORT judge (SmolLM2 via vLLM) on 4 PopQA closed-book answers: {len(parsed)} parsed, {4 - len(parsed)} unparseable")
+
+
+def test_judge_needs_answers_and_judge_acc_needs_a_judge(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("name: x\nstages:\n  - {type: bm25, top_k: 10}\n  - {type: judge}\n")
+    assert any("input 'bm25' produces rankings, but type 'judge' reads answers" in str(x) for x in validate_file(p))
+    q = tmp_path / "q.yaml"
+    q.write_text("name: y\nmetrics: [EM, judge_acc]\nstages:\n  - {type: reader, closed_book: true}\n")
+    assert any("judge_acc needs a judge: add a 'type: judge' stage after the reader" in str(x) for x in validate_file(q))

@@ -13,6 +13,7 @@ raises ValueError, because a query with no gold answer cannot be scored.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import re
 import string
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import regex
+
+from ragbench.errors import RagbenchError
+from ragbench.types import Query
 
 Golds = Sequence[str] | str
 
@@ -301,3 +305,12 @@ def mean_by_group(per_query: Mapping[str, Mapping[str, float | None]],
                     s[1] += 1
     return {g: {m: (s / n if n else math.nan, int(n)) for m, (s, n) in sums[g].items()}
             for g in sorted(sums, key=str)}
+
+
+def gold_answers(query: Query, field: str) -> list[str]:
+    value = query.extra.get(field)
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else [value]
+    if not value:
+        raise RagbenchError.at(f"query {query.id}", f"no gold answers in field '{field}' (set the task card's answers_field)")
+    return [str(v) for v in value]

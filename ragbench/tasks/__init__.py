@@ -88,7 +88,7 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
                                         sorted((q, sorted(r.items())) for q, r in qrels.items())]).encode())
     if corpus is not None:
         digest.update(corpus.fingerprint.encode())
-    return TaskData(card.name, split, queries, qrels, corpus, source, digest.hexdigest())
+    return TaskData(card.name, split, queries, qrels, corpus, source, digest.hexdigest(), card.answers_field)
 
 
 def _select(queries: list[Query], qrels: Qrels, where: dict, card: TaskCard, reporter: Reporter, qrels_source: str) -> list[Query]:
