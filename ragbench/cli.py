@@ -61,8 +61,9 @@ def main(debug: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE",
               help="Override a pipeline field (value parsed as YAML), e.g. --set reader.top_k=10 or "
                    "--set 'reader.llm={backend: openai_server, base_url: http://localhost:8000/v1, model: m}'. Repeatable.")
+@click.option("--until", "until", default=None, metavar="STAGE", help="Run the stages up to and including STAGE only (e.g. retrieval without the reader).")
 @_friendly
-def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size, overrides) -> None:
+def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size, overrides, until) -> None:
     """Run PIPELINE_FILE on a task and write a run folder."""
     import tempfile
 
@@ -71,6 +72,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     from ragbench.evaluation import (
         evaluate_result,
         judge_summary,
+        only_retrieval_metrics,
         stage_metrics,
         without_retrieval_metrics,
     )
@@ -83,12 +85,17 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     start = time.perf_counter()
     reporter = Reporter()
     pipeline = load_pipeline(pipeline_file, overrides)
+    if until:
+        pipeline = pipeline.until(until)
     card, card_path = load_task_card(task_name)
     has_reader, has_ranking = pipeline.has_reader, pipeline.has_ranking
-    metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + (card.answer_metrics if has_reader else [])
+    # the card's metrics: IR ones for a ranking, answer ones for a reader (answer recall needs only a ranking)
+    metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + card.answer_metrics
                                         + (["judge_acc"] if pipeline.has_judge and "judge_acc" not in card.answer_metrics else [])))
     if not has_ranking:  # closed book: answer recall has nothing to look at
         metrics = without_retrieval_metrics(metrics)
+    if not has_reader and not pipeline.metrics:
+        metrics = only_retrieval_metrics(metrics)
     problems = check_metrics(metrics, final_depth(pipeline.stages),
                              LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader, pipeline.has_judge)
     if problems:

@@ -79,6 +79,14 @@ class Pipeline:
     def ranking_stages(self) -> list[StageSpec]:
         return [st for st in self.stages if st.cls.produces == "rankings"]
 
+    def until(self, stage_id: str) -> Pipeline:
+        """The pipeline up to and including `stage_id` (e.g. only its retrieval); stage cache keys are unchanged."""
+        ids = [st.id for st in self.stages]
+        if stage_id not in ids:
+            raise RagbenchError.at("--until", f"'{stage_id}' is not a stage of {self.file} (stages: {', '.join(ids)})")
+        kept = self.stages[: ids.index(stage_id) + 1]
+        return Pipeline(self.name, self.description, kept, self.metrics, self.file)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -42,6 +42,12 @@ def without_retrieval_metrics(names: list[str]) -> list[str]:
     return [n for n in names if n not in answers or parse_answer_metric(n).needs != "retrieved"]
 
 
+def only_retrieval_metrics(names: list[str]) -> list[str]:
+    """The metrics a pipeline without a reader can compute: IR measures and answer recall."""
+    answers = set(split_metrics(names)[1])
+    return [n for n in names if n not in answers or parse_answer_metric(n).needs == "retrieved"]
+
+
 def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers",
                     group_by: list[str] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
     """(aggregate, per-query, breakdowns) for the given metric names: retrieval ones on the last ranking."""

@@ -185,3 +185,15 @@ def test_judge_needs_answers_and_judge_acc_needs_a_judge(tmp_path: Path) -> None
     q = tmp_path / "q.yaml"
     q.write_text("name: y\nmetrics: [EM, judge_acc]\nstages:\n  - {type: reader, closed_book: true}\n")
     assert any("judge_acc needs a judge: add a 'type: judge' stage after the reader" in str(x) for x in validate_file(q))
+
+
+def test_until_runs_only_the_retrieval_and_keeps_answer_recall(tmp_path: Path) -> None:
+    env = {"RAGBENCH_CACHE": str(tmp_path / "cache")}
+    result = CliRunner().invoke(main, ["run", "popqa-rag", "--until", "bm25", "--out", str(tmp_path / "run")], env=env)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert list(metrics) == ["nDCG@10", "R@10", "R@100", "RR@10", "answer_recall@1", "answer_recall@5"]
+    assert 0 < metrics["answer_recall@1"] <= metrics["answer_recall@5"] <= 1
+    assert not (tmp_path / "run" / "answers.jsonl").exists()
+    bad = CliRunner().invoke(main, ["run", "popqa-rag", "--until", "rerank"], env=env)
+    assert bad.exit_code == 2 and "--until: 'rerank' is not a stage of" in bad.output and "(stages: bm25, reader)" in bad.output
