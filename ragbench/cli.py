@@ -73,6 +73,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         evaluate_result,
         judge_summary,
         only_retrieval_metrics,
+        split_metrics,
         stage_metrics,
         without_retrieval_metrics,
     )
@@ -101,6 +102,9 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     if problems:
         raise RagbenchError(problems)
     task = load_task(card, split, data_dir, limit, need_corpus=has_ranking, reporter=reporter)
+    if not has_reader and not pipeline.metrics and any(q.extra.get(card.answers_field) is None for q in task.queries):
+        answer_names = set(split_metrics(metrics)[1])  # answer recall is extra for a retrieval run: skip it, don't fail
+        metrics = [m for m in metrics if m not in answer_names]
     reporter.log(f"task {task.name} ({task.split}): {len(task.queries)} queries, "
                  f"{len(task.corpus) if task.corpus is not None else 0} documents from {task.source}")
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
@@ -119,7 +123,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         table.add_column(name, justify="right")
     table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
-    if result.judge is not None and "judge_acc" in aggregate:
+    if result.judge is not None:
         j = judge_summary(result)
         out.print(f"judge_acc over {j['judged']} parsed verdicts; {j['unparsed']} of {j['n']} judge replies unparseable "
                   f"(left out, not counted wrong)", highlight=False)
