@@ -251,6 +251,7 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str],
 def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
                   has_reader: bool | None = None, has_judge: bool | None = None) -> list[Problem]:
     """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
+    from ragbench.metrics import recall_free
     from ragbench.metrics.answers import parse_answer_metric
     from ragbench.metrics.ir import cutoff, parse_measure
 
@@ -267,11 +268,12 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
                 problems.append(Problem(doc.file, f"{name} needs a judge: add a 'type: judge' stage after the reader", doc.line((*loc, j)), format_loc((*loc, j))))
             continue
         try:
-            measure = parse_measure(name)
+            free = recall_free.parse(name)
+            measure = parse_measure(name) if free is None else None
         except ValueError as e:
             problems.append(Problem(doc.file, str(e), doc.line((*loc, j)), format_loc((*loc, j))))
             continue
-        k = cutoff(measure)
+        k = free.depth if free is not None else cutoff(measure)
         if depth is not None and k is not None and k > depth:
             problems.append(Problem(doc.file, f"{name} needs rankings of depth {k} but the last stage returns top_k={depth}", doc.line((*loc, j)), format_loc((*loc, j))))
     return problems

@@ -43,8 +43,18 @@ def to_run(rankings: dict[str, Ranking]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(rankings: dict[str, Ranking], qrels: Qrels, names: Iterable[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(aggregate, per-query) values keyed by the measure names as given."""
+    """(aggregate, per-query) values keyed by the measure names as given (recall-free ones by metrics.recall_free)."""
+    from ragbench.metrics import recall_free
+
     names = list(names)
+    free = [m for m in map(recall_free.parse, names) if m is not None]
+    if free:
+        names = [n for n in names if recall_free.parse(n) is None]
+        agg_rf, pq_rf = recall_free.evaluate({q: r.docids for q, r in rankings.items()}, qrels, free)
+        aggregate, per_query = evaluate(rankings, qrels, names) if names else ({}, {})
+        for qid, values in pq_rf.items():
+            per_query.setdefault(qid, {}).update(values)
+        return {**aggregate, **agg_rf}, per_query
     measures = {str(parse_measure(n)): n for n in names}
     run = {qid: docs for qid, docs in to_run(rankings).items() if docs}
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in qrels}
