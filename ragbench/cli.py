@@ -205,6 +205,32 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("-x", "--retrieval", "xs", multiple=True, required=True, help="Retrieval metric (per_query.jsonl name), e.g. R@5, T@5. Repeatable.")
+@click.option("-y", "--answer", "ys", multiple=True, required=True, help="Answer-quality metric, e.g. popqa_acc, judge_acc. Repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_friendly
+def correlate(runs, xs, ys, fmt) -> None:
+    """Kendall tau-b and Spearman rho between retrieval and answer metrics of RUNS, over queries and over runs."""
+    import json as _json
+
+    from ragbench.metrics.correlate import correlate as compute
+
+    rows = compute([Path(r) for r in runs], list(xs), list(ys))
+    if fmt == "json":
+        click.echo(_json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    table = Table(title="rank correlation between retrieval and answer metrics", title_justify="left")
+    for col in ("level", "sample", "x", "y", "n", "Kendall tau-b", "p", "Spearman rho", "p", "note"):
+        table.add_column(col, justify="right" if col in ("n", "Kendall tau-b", "Spearman rho", "p") else "left", overflow="fold")
+    fmt_v = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        table.add_row(r.level, r.sample, r.x, r.y, str(r.n), fmt_v(r.tau, ".4f"), fmt_v(r.tau_p, ".2g"),
+                      fmt_v(r.rho, ".4f"), fmt_v(r.rho_p, ".2g"), r.note)
+    out.print(table)
+
+
 @main.group()
 def cache() -> None:
     """Inspect or clear the stage cache."""
