@@ -21,6 +21,7 @@ from ragbench.metrics.answers import (
     parse_judgement,
     popqa_acc,
     popularity_deciles,
+    token_recall,
 )
 
 ZURICH_NFC = "Z\u00fcrich"  # precomposed ü
@@ -193,7 +194,7 @@ def test_parse_answer_metric() -> None:
 
 @pytest.mark.parametrize("name", ["BLEU", "answer_recall@0", "answer_recall@", "answer_recall@k", "EM@3"])
 def test_unknown_answer_metric(name: str) -> None:
-    with pytest.raises(ValueError, match="known: EM, F1, popqa_acc, answer_recall@k"):
+    with pytest.raises(ValueError, match="known: EM, F1, popqa_acc, token_recall, answer_recall@k"):
         parse_answer_metric(name)
 
 
@@ -245,3 +246,19 @@ def test_mean_by_group_multi_label() -> None:
     assert by_decile[0]["EM"] == (0.5, 2) and by_decile[9]["EM"] == (1.0, 1)
     only_none = mean_by_group({"q2": {"judge_acc": None}}, {"q2": "x"})
     assert math.isnan(only_none["x"]["judge_acc"][0]) and only_none["x"]["judge_acc"][1] == 0
+
+
+# -- token recall (bag-of-tokens correctness baseline) -------------------------------------------------
+@pytest.mark.parametrize(("prediction", "golds", "expected"), [
+    ("Jane Austen wrote it", ["Jane Austen"], 1.0),                 # every gold token present
+    ("Austen", ["Jane Austen"], 0.5),                               # 1 of 2
+    ("The Eiffel Tower.", ["the Eiffel tower"], 1.0),               # case, article and punctuation normalised away
+    ("new york", ["New York New York"], 0.5),                       # multiplicity: 2 of the 4 gold tokens
+    ("a politician", ["politician", "political leader"], 1.0),      # the best gold
+    ("leader of men", ["politician", "political leader"], 0.5),
+    ("anything", ["the", "!"], 0.0),                                # golds that normalise to nothing score 0
+    ("", ["Paris"], 0.0),
+])
+def test_token_recall(prediction: str, golds: list[str], expected: float) -> None:
+    assert token_recall(prediction, golds) == pytest.approx(expected)
+    assert parse_answer_metric("token_recall").score(golds, prediction=prediction) == pytest.approx(expected)

@@ -75,6 +75,19 @@ def f1(prediction: str, golds: Golds) -> float:
     return max(_f1(p, normalize_answer(g).split()) for g in _golds(golds))
 
 
+def token_recall(prediction: str, golds: Golds) -> float:
+    """Bag-of-tokens recall (InstructQA; the correctness baseline of Ispas et al., METHODS.md section 6):
+    the share of a gold answer's SQuAD-normalised tokens that the prediction contains, counted with
+    multiplicity; the maximum over the gold answers. A gold that normalises to nothing scores 0."""
+    p = Counter(normalize_answer(prediction).split())
+    best = 0.0
+    for g in _golds(golds):
+        gold = Counter(normalize_answer(g).split())
+        if gold:
+            best = max(best, sum((p & gold).values()) / sum(gold.values()))
+    return best
+
+
 # ---------------------------------------------------------------- PopQA
 
 def popqa_acc(prediction: str, golds: Golds) -> float:
@@ -208,7 +221,7 @@ class AnswerMetric:
     """
 
     name: str
-    kind: Literal["EM", "F1", "popqa_acc", "answer_recall", "judge_acc"]
+    kind: Literal["EM", "F1", "popqa_acc", "token_recall", "answer_recall", "judge_acc"]
     needs: Needs
     k: int | None = None
     joined: bool = False
@@ -228,18 +241,18 @@ class AnswerMetric:
             return None if verdict is None else float(verdict)
         if prediction is None:
             raise ValueError(f"{self.name} needs the reader's prediction")
-        return {"EM": exact_match, "F1": f1, "popqa_acc": popqa_acc}[self.kind](prediction, golds)
+        return {"EM": exact_match, "F1": f1, "popqa_acc": popqa_acc, "token_recall": token_recall}[self.kind](prediction, golds)
 
 
-KNOWN_ANSWER_METRICS = ("EM", "F1", "popqa_acc", "answer_recall@k", "answer_recall_joined@k", "judge_acc")
+KNOWN_ANSWER_METRICS = ("EM", "F1", "popqa_acc", "token_recall", "answer_recall@k", "answer_recall_joined@k", "judge_acc")
 _RECALL = re.compile(r"answer_recall(_joined)?@(\d+)", re.IGNORECASE)
 
 
 def parse_answer_metric(name: str) -> AnswerMetric:
     """Map a metric name from a YAML file to an AnswerMetric (case-insensitive). Unknown names raise ValueError."""
     key = name.strip()
-    simple: dict[str, tuple[Literal["EM", "F1", "popqa_acc", "judge_acc"], Needs]] = {
-        "em": ("EM", "prediction"), "f1": ("F1", "prediction"),
+    simple: dict[str, tuple[Literal["EM", "F1", "popqa_acc", "token_recall", "judge_acc"], Needs]] = {
+        "em": ("EM", "prediction"), "f1": ("F1", "prediction"), "token_recall": ("token_recall", "prediction"),
         "popqa_acc": ("popqa_acc", "prediction"), "judge_acc": ("judge_acc", "judge")}
     if key.lower() in simple:
         kind, needs = simple[key.lower()]
