@@ -231,6 +231,59 @@ def correlate(runs, xs, ys, fmt) -> None:
     out.print(table)
 
 
+@main.command("judge-calibrate")
+@click.argument("labels_file", type=click.Path())
+@click.option("--run", "run_dir", type=click.Path(), default=None, help="Run folder whose per_query.jsonl holds the judge scores.")
+@click.option("--metric", default=None, help="The per-query judge score in --run (e.g. correctness, faithfulness, judge_acc).")
+@click.option("--score-field", default=None, help="Or: the field of LABELS_FILE that holds the judge score.")
+@click.option("--label-field", default="label", show_default=True, help="Field of LABELS_FILE with the binary human label.")
+@click.option("--id-field", default="query_id", show_default=True, help="Field of LABELS_FILE that names the query.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_friendly
+def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_field, fmt) -> None:
+    """F1-AUC, Spearman and Kendall of judge scores against binary human labels (LABELS_FILE, JSON lines)."""
+    import json as _json
+
+    from ragbench.metrics.calibration import calibrate
+    from ragbench.metrics.correlate import read_per_query
+
+    if (run_dir is None) == (score_field is None) or (run_dir is not None and metric is None):
+        raise RagbenchError.at("judge-calibrate", "give --run RUN --metric NAME, or --score-field FIELD")
+    path = Path(labels_file)
+    if not path.exists():
+        raise RagbenchError.at(str(path), "file not found (expected JSON lines with a label per query)")
+    scored = read_per_query(Path(run_dir)) if run_dir else {}
+    scores, labels, unmatched = [], [], 0
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = _json.loads(line)
+        except _json.JSONDecodeError as e:
+            raise RagbenchError.at(str(path), f"not valid JSON ({e.msg})", line=i) from None
+        label = row.get(label_field)
+        if label not in (0, 1, True, False):
+            raise RagbenchError.at(str(path), f"expected 0/1 or true/false, got {label!r}", line=i, path=label_field)
+        if score_field:
+            score = row.get(score_field)
+        else:
+            score = scored.get(str(row.get(id_field)), {}).get(metric)
+        if score is None:
+            unmatched += 1
+            continue
+        scores.append(float(score))
+        labels.append(int(label))
+    if not scores:
+        raise RagbenchError.at(str(path), f"no label matched a score ({'metric ' + metric + ' in ' + run_dir if run_dir else 'field ' + score_field})")
+    result = {**calibrate(scores, labels), "unmatched_labels": unmatched, "normalisation": "f1_auc = trapezoidal area over th = 0, 0.1, ..., 1"}
+    if fmt == "json":
+        click.echo(_json.dumps(result, indent=2))
+        return
+    out.print(f"{result['n']} labelled scores ({result['positives']} positive, {unmatched} labels without a score)")
+    for k in ("f1_auc", "f1_mean", "spearman", "kendall_tau_b"):
+        out.print(f"{k:>14}: {'-' if result[k] is None else format(result[k], '.4f')}")
+
+
 @main.group()
 def cache() -> None:
     """Inspect or clear the stage cache."""
