@@ -246,6 +246,7 @@ def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_f
 
     from ragbench.metrics.calibration import calibrate
     from ragbench.metrics.correlate import read_per_query
+    from ragbench.runs import json_lines
 
     if (run_dir is None) == (score_field is None) or (run_dir is not None and metric is None):
         raise RagbenchError.at("judge-calibrate", "give --run RUN --metric NAME, or --score-field FIELD")
@@ -254,13 +255,7 @@ def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_f
         raise RagbenchError.at(str(path), "file not found (expected JSON lines with a label per query)")
     scored = read_per_query(Path(run_dir)) if run_dir else {}
     scores, labels, unmatched = [], [], 0
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = _json.loads(line)
-        except _json.JSONDecodeError as e:
-            raise RagbenchError.at(str(path), f"not valid JSON ({e.msg})", line=i) from None
+    for i, row in json_lines(path):
         label = row.get(label_field)
         if label not in (0, 1, True, False):
             raise RagbenchError.at(str(path), f"expected 0/1 or true/false, got {label!r}", line=i, path=label_field)

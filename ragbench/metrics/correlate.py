@@ -11,7 +11,6 @@ constant over the sample has no rank correlation: reported as None, with the rea
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.runs import read_metrics
+from ragbench.runs import json_lines, read_metrics
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,7 @@ def read_per_query(folder: Path) -> dict[str, dict[str, float]]:
     path = folder / "per_query.jsonl"
     if not path.exists():
         raise RagbenchError.at(str(path), "file not found (expected a run folder with per_query.jsonl)")
-    out = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RagbenchError.at(str(path), f"not valid JSON ({e.msg})", line=i) from None
-        out[str(row.pop("query_id"))] = row
-    return out
+    return {str(row.pop("query_id")): row for _, row in json_lines(path)}
 
 
 def correlation(level: str, sample: str, x: str, y: str, xs: list[float], ys: list[float]) -> Correlation:
