@@ -244,18 +244,16 @@ def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_f
     """F1-AUC, Spearman and Kendall of judge scores against binary human labels (LABELS_FILE, JSON lines)."""
     import json as _json
 
+    from ragbench.jsonl import json_records
     from ragbench.metrics.calibration import calibrate
     from ragbench.metrics.correlate import read_per_query
-    from ragbench.runs import json_lines
 
     if (run_dir is None) == (score_field is None) or (run_dir is not None and metric is None):
         raise RagbenchError.at("judge-calibrate", "give --run RUN --metric NAME, or --score-field FIELD")
     path = Path(labels_file)
-    if not path.exists():
-        raise RagbenchError.at(str(path), "file not found (expected JSON lines with a label per query)")
     scored = read_per_query(Path(run_dir)) if run_dir else {}
     scores, labels, unmatched = [], [], 0
-    for i, row in json_lines(path):
+    for i, row in json_records(path, hint="expected JSON lines with a label per query"):
         label = row.get(label_field)
         if label not in (0, 1, True, False):
             raise RagbenchError.at(str(path), f"expected 0/1 or true/false, got {label!r}", line=i, path=label_field)

@@ -116,21 +116,3 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
             raise RagbenchError.at(str(p), f"expected {typ.__name__}", path=fld)
     return data
 
-
-def json_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-empty line of a JSON-lines file; bad lines are located errors."""
-    p = Path(path)
-    if not p.exists():
-        raise RagbenchError.at(str(p), "file not found")
-    out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RagbenchError.at(str(p), f"not valid JSON ({e.msg})", line=i) from None
-        if not isinstance(row, dict):
-            raise RagbenchError.at(str(p), "expected a JSON object per line", line=i)
-        out.append((i, row))
-    return out

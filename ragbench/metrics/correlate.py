@@ -19,7 +19,8 @@ from typing import Any
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.runs import json_lines, read_metrics
+from ragbench.jsonl import json_records
+from ragbench.runs import read_metrics
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,8 @@ class Correlation:
 
 
 def read_per_query(folder: Path) -> dict[str, dict[str, float]]:
-    path = folder / "per_query.jsonl"
-    if not path.exists():
-        raise RagbenchError.at(str(path), "file not found (expected a run folder with per_query.jsonl)")
-    return {str(row.pop("query_id")): row for _, row in json_lines(path)}
+    rows = json_records(folder / "per_query.jsonl", hint="expected a run folder with per_query.jsonl")
+    return {str(row.pop("query_id")): row for _, row in rows}
 
 
 def correlation(level: str, sample: str, x: str, y: str, xs: list[float], ys: list[float]) -> Correlation:

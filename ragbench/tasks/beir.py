@@ -5,14 +5,12 @@ Every malformed line is reported with its file and line number; ids are strings.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ragbench.errors import RagbenchError
+from ragbench.jsonl import json_records, read_lines
 from ragbench.types import Corpus, Document, Qrels, Query
 
 
@@ -21,29 +19,6 @@ def find(folder: Path, stem: str) -> Path | None:
         if (folder / name).exists():
             return folder / name
     return None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            yield from enumerate(f, start=1)
-    except (OSError, EOFError) as e:
-        raise RagbenchError.at(str(path), f"cannot read: {e}") from None
-
-
-def _json_records(path: Path, digest: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, raw in _lines(path):
-        digest.update(raw)
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise RagbenchError.at(str(path), f"not valid JSON ({e.msg} at column {e.colno})", line=n) from None
-        if not isinstance(rec, dict):
-            raise RagbenchError.at(str(path), "expected a JSON object per line", line=n)
-        yield n, rec
 
 
 def _id(rec: dict[str, Any], path: Path, n: int) -> str:
@@ -56,7 +31,7 @@ def _id(rec: dict[str, Any], path: Path, n: int) -> str:
 def load_corpus(path: Path) -> Corpus:
     digest = hashlib.sha256()
     docs: dict[str, Document] = {}
-    for n, rec in _json_records(path, digest):
+    for n, rec in json_records(path, digest):
         did = _id(rec, path, n)
         text = rec.get("text")
         if not isinstance(text, str):
@@ -72,7 +47,7 @@ def load_queries(path: Path) -> tuple[list[Query], str]:
     digest = hashlib.sha256()
     queries: list[Query] = []
     seen: set[str] = set()
-    for n, rec in _json_records(path, digest):
+    for n, rec in json_records(path, digest):
         qid = _id(rec, path, n)
         text = rec.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -88,7 +63,7 @@ def load_qrels(path: Path) -> tuple[Qrels, str]:
     """TSV with a `query-id corpus-id score` header (BEIR), or 4-column TREC qrels."""
     digest = hashlib.sha256()
     qrels: Qrels = {}
-    for n, raw in _lines(path):
+    for n, raw in read_lines(path):
         digest.update(raw)
         line = raw.decode("utf-8").strip()
         if not line:
