@@ -7,7 +7,6 @@ moment it is finished, so an interrupted run loses at most the batch in flight.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 from ragbench.cache import Cache, make_key
 from ragbench.config import Pipeline, StageSpec
 from ragbench.progress import Reporter
-from ragbench.stage import StageEnv
+from ragbench.stage import CorpusStage, StageEnv
 from ragbench.trec import dump_rankings, load_rankings
 from ragbench.types import Answer, Judgement, Query, Ranking, TaskData
 
@@ -128,17 +127,14 @@ def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Rep
 
 
 def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Reporter) -> StageResult:
-    """A corpus stage: its derived corpus (cached as an artifact) and the task's qrels mapped onto it."""
-    from ragbench.corpora.long_units import map_qrels
-
+    """A corpus stage's derived view of the task (its corpus cached as an artifact by the stage)."""
     start = time.perf_counter()
     stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id))
-    units, stats = stage.build(task)  # type: ignore[attr-defined]
-    view = dataclasses.replace(task, corpus=units, qrels=map_qrels(task.qrels, units),
-                               fingerprint=make_key(task.fingerprint, units.fingerprint))
-    return StageResult(spec, units.fingerprint, {}, 1, 0 if getattr(units, "built", False) else 1, time.perf_counter() - start,
-                       stage.identity(), view=view,
-                       stats={**dataclasses.asdict(stats), "summary": stats.summary()})
+    assert isinstance(stage, CorpusStage)
+    derived = stage.derive(task)
+    assert derived.view.corpus is not None
+    return StageResult(spec, derived.view.corpus.fingerprint, {}, 1, 0 if derived.built else 1, time.perf_counter() - start,
+                       stage.identity(), view=derived.view, stats=derived.stats)
 
 
 def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,

@@ -9,7 +9,7 @@ a stage never sees another stage, only the data it produced.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -79,3 +79,29 @@ class Stage(ABC):
     def artifact_dir(self, key: str, build: Any) -> Path:
         """A directory in the cache built once by `build(tmp_dir)`, atomically."""
         return self.env.cache.artifact(key, build)
+
+
+@dataclass
+class DerivedCorpus:
+    """What a corpus stage hands the pipeline: the task as later stages see it, and how it was made."""
+
+    view: TaskData  # the task with the derived corpus and its qrels (fingerprint includes the derivation)
+    stats: dict[str, Any] = field(default_factory=dict)  # written to metrics.json `corpora`
+    built: bool = True  # made by this run (False: read from the cache)
+
+
+class CorpusStage(Stage):
+    """A stage that derives a corpus from the task's (long_units) instead of answering queries.
+
+    Stages that name it with `corpus:` see `derive(task).view` in place of the task.
+    """
+
+    kind = "corpus"
+    produces = "corpus"
+
+    @abstractmethod
+    def derive(self, task: TaskData) -> DerivedCorpus:
+        """Build (or read from the cache) the derived corpus, with the task's qrels mapped onto it."""
+
+    def process(self, queries: list[Query], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        raise TypeError(f"{type(self).__name__} derives a corpus; it does not process queries")

@@ -40,6 +40,7 @@ built on the units is keyed by it too.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -57,8 +58,8 @@ from ragbench.errors import RagbenchError
 from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir
 from ragbench.models import resolve
 from ragbench.progress import Reporter
-from ragbench.stage import Stage, StageOptions
-from ragbench.types import Answer, Corpus, Document, Qrels, Query, Ranking, TaskData
+from ragbench.stage import CorpusStage, DerivedCorpus, StageOptions
+from ragbench.types import Corpus, Document, Qrels, TaskData
 
 #: Bump when the same options would now produce different units: it invalidates cached units.
 VERSION = "1"
@@ -106,7 +107,7 @@ class UnitStats:
 class UnitCorpus(Corpus):
     """A Corpus of units that knows each unit's member documents."""
 
-    __slots__ = ("built",)  # built: made by this call (False: read from the cache)
+    __slots__ = ()
 
     def members(self, unit_id: str) -> list[str]:
         return list(self.docs[unit_id].extra["members"])
@@ -271,7 +272,6 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
     """The corpus of units and its statistics, built once per key and then read from the cache."""
     tokenizer, tok_hash = load_tokenizer(options.tokenizer, cache.root)
     key = units_key(corpus, options, tok_hash)
-    built = not cache.artifact_path(key).exists()
 
     def build(tmp: Path) -> None:
         docs = list(corpus.docs.values())
@@ -314,9 +314,7 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
             r = json.loads(line)
             docs[r["id"]] = Document(r["id"], r["text"], r["title"], {"members": r["members"], "tokens": r["tokens"]})
     stats = UnitStats(**json.loads((path / "stats.json").read_text()))
-    units = UnitCorpus(docs, key, source=str(path))
-    units.built = built
-    return units, stats
+    return UnitCorpus(docs, key, source=str(path)), stats
 
 
 def _distribution(values: list[int]) -> dict[str, float]:
@@ -327,28 +325,27 @@ def _distribution(values: list[int]) -> dict[str, float]:
             "mean": round(float(a.mean()), 1), "p90": float(np.percentile(a, 90)), "max": float(a.max())}
 
 
-class LongUnits(Stage):
+class LongUnits(CorpusStage):
     """`type: long_units`: a derived corpus of units; stages that name it with `corpus:` retrieve over it.
 
-    It answers no queries: the pipeline builds its corpus once (cached), maps the task's qrels onto
-    unit ids (a unit is as relevant as its most relevant member) and hands both to the stages
-    that read it, so IR and answer-recall metrics of those stages are over units.
+    The units are built once (cached) and the task's qrels mapped onto unit ids (a unit is as
+    relevant as its most relevant member), so IR and answer-recall metrics of the stages that
+    read it are over units.
     """
 
-    kind = "corpus"
     Options = LongUnitsOptions
-    produces = "corpus"
     options: LongUnitsOptions
 
-    def build(self, task: TaskData) -> tuple[UnitCorpus, UnitStats]:
+    def derive(self, task: TaskData) -> DerivedCorpus:
         if task.corpus is None:
             raise RagbenchError.at(f"stage {self.env.stage_id}", "long_units needs the task's corpus (give --data)")
+        tok_hash = load_tokenizer(self.options.tokenizer, self.env.cache.root)[1]
+        built = not self.env.cache.artifact_path(units_key(task.corpus, self.options, tok_hash)).exists()
         units, stats = build_units(task.corpus, self.options, self.env.cache, self.env.reporter)
         self.env.reporter.log(f"{self.env.stage_id}: {stats.summary()}")
-        return units, stats
-
-    def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking] | dict[str, Answer]:
-        raise TypeError("long_units builds a corpus; it does not process queries")
+        view = dataclasses.replace(task, corpus=units, qrels=map_qrels(task.qrels, units),
+                                   fingerprint=make_key(task.fingerprint, units.fingerprint))
+        return DerivedCorpus(view, {**asdict(stats), "summary": stats.summary()}, built)
 
     def identity(self) -> dict[str, Any]:
         return {"tokenizer": self.options.tokenizer}
