@@ -70,12 +70,11 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     from ragbench.cache import Cache
     from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
     from ragbench.evaluation import (
+        computable_metrics,
         evaluate_result,
         judge_summary,
-        only_retrieval_metrics,
         split_metrics,
         stage_metrics,
-        without_retrieval_metrics,
     )
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
@@ -93,10 +92,8 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     # the card's metrics: IR ones for a ranking, answer ones for a reader (answer recall needs only a ranking)
     metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + card.answer_metrics
                                         + (["judge_acc"] if pipeline.has_judge and "judge_acc" not in card.answer_metrics else [])))
-    if not has_ranking:  # closed book: answer recall has nothing to look at
-        metrics = without_retrieval_metrics(metrics)
-    if not has_reader and not pipeline.metrics:
-        metrics = only_retrieval_metrics(metrics)
+    # the card's defaults shrink to what the pipeline computes; metrics the pipeline itself names are checked below
+    metrics = computable_metrics(metrics, has_ranking, has_reader or bool(pipeline.metrics))
     problems = check_metrics(metrics, final_depth(pipeline.stages),
                              LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader, pipeline.has_judge)
     if problems:

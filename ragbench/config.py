@@ -75,10 +75,6 @@ class Pipeline:
     def has_judge(self) -> bool:
         return any(st.cls.produces == "judgements" for st in self.stages)
 
-    @property
-    def ranking_stages(self) -> list[StageSpec]:
-        return [st for st in self.stages if st.cls.produces == "rankings"]
-
     def until(self, stage_id: str) -> Pipeline:
         """The pipeline up to and including `stage_id` (e.g. only its retrieval); stage cache keys are unchanged."""
         ids = [st.id for st in self.stages]

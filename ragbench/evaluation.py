@@ -36,16 +36,17 @@ def split_metrics(names: list[str]) -> tuple[list[str], list[str]]:
     return ir, answers
 
 
-def without_retrieval_metrics(names: list[str]) -> list[str]:
-    """The metrics a pipeline that retrieves nothing (closed book) can still compute."""
+def computable_metrics(names: list[str], has_ranking: bool, has_reader: bool) -> list[str]:
+    """Drop the answer metrics a pipeline has nothing for: answer recall without a ranking (closed
+    book), answer scores without a reader (a retrieval-only run)."""
     answers = set(split_metrics(names)[1])
-    return [n for n in names if n not in answers or parse_answer_metric(n).needs != "retrieved"]
-
-
-def only_retrieval_metrics(names: list[str]) -> list[str]:
-    """The metrics a pipeline without a reader can compute: IR measures and answer recall."""
-    answers = set(split_metrics(names)[1])
-    return [n for n in names if n not in answers or parse_answer_metric(n).needs == "retrieved"]
+    keep = []
+    for n in names:
+        retrieved = n in answers and parse_answer_metric(n).needs == "retrieved"
+        if n in answers and not (has_ranking if retrieved else has_reader):
+            continue
+        keep.append(n)
+    return keep
 
 
 def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers",
