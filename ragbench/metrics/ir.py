@@ -43,24 +43,24 @@ def to_run(rankings: dict[str, Ranking]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(rankings: dict[str, Ranking], qrels: Qrels, names: Iterable[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(aggregate, per-query) values keyed by the measure names as given (recall-free ones by metrics.recall_free)."""
+    """(aggregate, per-query) values keyed by the measure names as given: ir_measures computes its
+    own, metrics.recall_free the recall-free ones (T@k, E@k, nDCG_rf@k, ...)."""
     from ragbench.metrics import recall_free
 
     names = list(names)
-    free = [m for m in map(recall_free.parse, names) if m is not None]
+    free = {n: m for n in names if (m := recall_free.parse(n)) is not None}
+    standard = [n for n in names if n not in free]
+    per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(standard, 0.0) for qid in qrels}
+    if standard:
+        measures = {str(parse_measure(n)): n for n in standard}
+        run = {qid: docs for qid, docs in to_run(rankings).items() if docs}
+        for m in ir_measures.iter_calc([parse_measure(n) for n in standard], qrels, run):
+            if m.query_id in per_query:
+                per_query[m.query_id][measures[str(m.measure)]] = float(m.value)
     if free:
-        names = [n for n in names if recall_free.parse(n) is None]
-        agg_rf, pq_rf = recall_free.evaluate({q: r.docids for q, r in rankings.items()}, qrels, free)
-        aggregate, per_query = evaluate(rankings, qrels, names) if names else ({}, {})
-        for qid, values in pq_rf.items():
-            per_query.setdefault(qid, {}).update(values)
-        return {**aggregate, **agg_rf}, per_query
-    measures = {str(parse_measure(n)): n for n in names}
-    run = {qid: docs for qid, docs in to_run(rankings).items() if docs}
-    per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(names, 0.0) for qid in qrels}
-    for m in ir_measures.iter_calc([parse_measure(n) for n in names], qrels, run):
-        if m.query_id in per_query:
-            per_query[m.query_id][measures[str(m.measure)]] = float(m.value)
+        _, by_query = recall_free.evaluate({q: r.docids for q, r in rankings.items()}, qrels, free.values())
+        for qid, values in by_query.items():
+            per_query[qid].update(values)
     n = len(per_query)
     aggregate = {name: (sum(q[name] for q in per_query.values()) / n if n else 0.0) for name in names}
     return aggregate, per_query
