@@ -107,9 +107,9 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
         cache = Cache(tmp if no_cache else cache_dir)
         result = run_pipeline(pipeline, task, cache, reporter, batch_size=batch_size)
-    aggregate, per_query, breakdown = evaluate_result(result, task, metrics, card.answers_field, card.group_by)
+    aggregate, per_query, breakdown = evaluate_result(result, task, metrics, card.group_by)
     # several ranking stages (a reranker, long units next to passages): each one's retrieval metrics too
-    by_stage = stage_metrics(result, task, metrics, card.answers_field) if len(result.rankings) > 1 else {}
+    by_stage = stage_metrics(result, task, metrics) if len(result.rankings) > 1 else {}
     chash = config_hash(pipeline, task, metrics, limit)
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
     write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage)

@@ -49,8 +49,7 @@ def computable_metrics(names: list[str], has_ranking: bool, has_reader: bool) ->
     return keep
 
 
-def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers",
-                    group_by: list[str] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
+def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], group_by: list[str] | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, Any]]:
     """(aggregate, per-query, breakdowns) for the given metric names: retrieval ones on the last ranking."""
     ir_names, answer_names = split_metrics(metrics)
     parsed = [parse_answer_metric(n) for n in answer_names]
@@ -58,7 +57,7 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
     aggregate, per_query = {}, {}
     ranking = result.final_ranking
     if ranking is not None:
-        aggregate, per_query = evaluate_ranking(ranking, task, ir_names + retrieval, answers_field)
+        aggregate, per_query = evaluate_ranking(ranking, task, ir_names + retrieval)
     reader = result.reader
     predicted = [m for m in parsed if m.needs == "prediction"]
     if predicted and reader is not None:
@@ -67,7 +66,7 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
             answer = reader.answers.get(q.id)
             if answer is None:
                 continue
-            golds = gold_answers(q, answers_field)
+            golds = gold_answers(q, task.answers_field)
             values[q.id] = {m.name: float(m.score(golds, prediction=answer.text)) for m in predicted}  # type: ignore[arg-type]
             per_query.setdefault(q.id, {}).update(values[q.id])
         for m in predicted:
@@ -95,8 +94,7 @@ def judge_summary(result: PipelineResult) -> dict[str, Any]:
             "judged": sum(v is not None for v in values), "unparsed": sum(v is None for v in values)}
 
 
-def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str],
-                     answers_field: str = "answers") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """IR measures and answer recall of one ranking stage, against the corpus and qrels it ranked
     (a long-units stage: units and qrels mapped onto them)."""
     view = stage.view or task
@@ -112,7 +110,7 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str],
     if recall:
         scored: dict[str, list[float]] = {m.name: [] for m in recall}
         for q in task.queries:
-            golds = gold_answers(q, answers_field)
+            golds = gold_answers(q, task.answers_field)
             docids = stage.ranking(q.id).docids
             texts = [view.corpus[d].contents(("title", "text")) for d in docids if view.corpus is not None and d in view.corpus]
             for m in recall:
@@ -123,13 +121,13 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str],
     return aggregate, per_query
 
 
-def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str], answers_field: str = "answers") -> dict[str, dict[str, Any]]:
+def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str]) -> dict[str, dict[str, Any]]:
     """Retrieval metrics of every ranking stage (first stage, reranker, units...), to compare them within one run."""
     ir_names, answer_names = split_metrics(metrics)
     retrieval = ir_names + [n for n in answer_names if parse_answer_metric(n).needs == "retrieved"]
     out: dict[str, dict[str, Any]] = {}
     for stage in result.rankings:
-        aggregate, _ = evaluate_ranking(stage, task, retrieval, answers_field)
+        aggregate, _ = evaluate_ranking(stage, task, retrieval)
         corpus = stage.spec.corpus
         out[stage.spec.id] = {"type": stage.spec.type, "corpus": corpus or "task",
                               "metrics": {n: aggregate[n] for n in retrieval if n in aggregate}}

@@ -229,15 +229,15 @@ def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path:
     assert all(set(r.docids) <= unit_ids for r in long.rankings.values())
     assert all(set(r.docids) <= set(task.corpus) for r in passages.rankings.values())
     # the final ranking is scored against qrels mapped onto units, not the passage qrels
-    aggregate, _, _ = evaluate_result(result, task, ["R@10", "answer_recall@1"], "answers")
+    aggregate, _, _ = evaluate_result(result, task, ["R@10", "answer_recall@1"])
     expected, _ = evaluate_ir(long.rankings, map_qrels(task.qrels, units.view.corpus), ["R@10"])
     assert aggregate["R@10"] == pytest.approx(expected["R@10"])
-    by_stage = stage_metrics(result, task, ["R@10", "answer_recall@1"], "answers")
+    by_stage = stage_metrics(result, task, ["R@10", "answer_recall@1"])
     assert list(by_stage) == ["passages", "long", "long2", "fused"] and by_stage["long"]["corpus"] == "units"
     assert by_stage["passages"]["metrics"]["R@10"] == pytest.approx(evaluate_ir(passages.rankings, task.qrels, ["R@10"])[0]["R@10"])
     assert by_stage["fused"]["metrics"] == {"R@10": pytest.approx(aggregate["R@10"]), "answer_recall@1": pytest.approx(aggregate["answer_recall@1"])}
     # a unit holding the gold passage holds its answer too: answer recall@50 over units >= over passages
-    at50 = stage_metrics(result, task, ["answer_recall@50"], "answers")
+    at50 = stage_metrics(result, task, ["answer_recall@50"])
     assert at50["long"]["metrics"]["answer_recall@50"] >= at50["passages"]["metrics"]["answer_recall@50"] - 1e-9
     again = run_pipeline(pipeline, task, cache, Reporter(quiet=True))
     assert all(s.cached for s in again.stages) and again.final.rankings == long.rankings
