@@ -72,10 +72,12 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     from ragbench.evaluation import (
         computable_metrics,
         evaluate_result,
-        judge_summary,
+        experiment_summaries,
+        judge_summaries,
         split_metrics,
         stage_metrics,
     )
+    from ragbench.metrics.degradation import headline
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
@@ -91,11 +93,11 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     has_reader, has_ranking = pipeline.has_reader, pipeline.has_ranking
     # the card's metrics: IR ones for a ranking, answer ones for a reader (answer recall needs only a ranking)
     metrics = list(pipeline.metrics or ((card.metrics if has_ranking else []) + card.answer_metrics
-                                        + (["judge_acc"] if pipeline.has_judge and "judge_acc" not in card.answer_metrics else [])))
+                                        + [m for m in dict.fromkeys(pipeline.judge_metrics) if m not in card.answer_metrics]))
     # the card's defaults shrink to what the pipeline computes; metrics the pipeline itself names are checked below
     metrics = computable_metrics(metrics, has_ranking, has_reader or bool(pipeline.metrics))
     problems = check_metrics(metrics, final_depth(pipeline.stages),
-                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader, pipeline.has_judge)
+                             LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path)), ("metrics",), has_reader, pipeline.judge_metrics)
     if problems:
         raise RagbenchError(problems)
     task = load_task(card, split, data_dir, limit, need_corpus=has_ranking, reporter=reporter)
@@ -110,9 +112,14 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     aggregate, per_query, breakdown = evaluate_result(result, task, metrics, card.group_by)
     # several ranking stages (a reranker, long units next to passages): each one's retrieval metrics too
     by_stage = stage_metrics(result, task, metrics) if len(result.rankings) > 1 else {}
+    experiments = experiment_summaries(result, task)
+    for summary in experiments.values():
+        aggregate.update(headline(summary))  # HND[...], rel_drop[...], k_star[...], peak_drop[...]: what compare/check read
+        for qid, values in summary.pop("per_query").items():
+            per_query.setdefault(qid, {}).update(values)
     chash = config_hash(pipeline, task, metrics, limit)
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
-    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage)
+    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage, experiments)
 
     out.print(f"[bold]{pipeline.name}[/] on [bold]{task.name}[/] ({task.split}, {len(per_query)} queries)")
     table = Table()
@@ -120,19 +127,33 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         table.add_column(name, justify="right")
     table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
-    if result.judge is not None:
-        j = judge_summary(result)
-        out.print(f"judge_acc over {j['judged']} parsed verdicts; {j['unparsed']} of {j['n']} judge replies unparseable "
-                  f"(left out, not counted wrong)", highlight=False)
+    for sid, j in judge_summaries(result).items():
+        line = (f"{sid}: {j['metric']} over {j['judged']} judged answers; {j['unparsed']} of {j['n']} without a parseable verdict "
+                f"(left out, not counted wrong)")
+        if j.get("sample_values"):
+            line += f"; {j['sample_unparsed']} of {j['sample_values']} samples unparseable {j['failures']}"
+        if j.get("sd_of_sample_means") is not None:
+            means = ", ".join("-" if m is None else f"{m:.4f}" for m in j["sample_means"])
+            line += f"; sample means {means} (sd {j['sd_of_sample_means']:.4f}), mean per-answer sd {j['mean_per_answer_sd'] or 0:.4f}"
+        out.print(line, highlight=False)
     for c in result.corpora:
         out.print(f"{c.spec.id}: {c.stats.get('summary', '')}", highlight=False)
+    for s in result.rankings:
+        if s.spec.cls.produces == "relevance":
+            from ragbench.metrics.relevance import relevance_summary
+
+            r = relevance_summary(s.relevance, s.spec.options.relevant_at)
+            out.print(f"{s.spec.id}: {r['graded']} of {r['pairs']} (query, document) pairs graded, {r['unparsed']} unparseable "
+                      f"(no label, not non-relevant); grades {r['grades']}; metrics of '{s.spec.id}' use its qrels ({s.spec.options.qrels})", highlight=False)
+    for sid, summary in experiments.items():
+        _print_experiment(sid, summary, folder)
     if by_stage:
         names = [m for m in metrics if any(m in v["metrics"] for v in by_stage.values())]
         per_stage = Table(title="retrieval metrics by stage", title_justify="left")
-        for col in ("stage", "corpus", *names):
+        for col in ("stage", "corpus", "qrels", *names):
             per_stage.add_column(col, justify="right" if col in names else "left")
         for sid, v in by_stage.items():
-            per_stage.add_row(sid, v["corpus"], *(f"{v['metrics'][m]:.4f}" if m in v["metrics"] else "-" for m in names))
+            per_stage.add_row(sid, v["corpus"], v["qrels"], *(f"{v['metrics'][m]:.4f}" if m in v["metrics"] else "-" for m in names))
         out.print(per_stage)
     stages = Table(show_edge=False)
     for col in ("stage", "type", "source", "seconds"):
@@ -143,6 +164,32 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     out.print(stages)
     all_cached = all(s.cached for s in result.stages)
     out.print(f"{'every stage came from the cache; ' if all_cached else ''}run folder: {folder}  ({time.perf_counter() - start:.2f}s)")
+
+
+def _print_experiment(sid: str, summary: dict, folder: Path) -> None:
+    """The hard-negative tables: accuracy per (source, m) with HND, and the inverted-U curve per ordering."""
+    metric = summary["metric"]
+    if "negatives" in summary:
+        ms = sorted({int(m) for row in summary["negatives"].values() for m in row})
+        t = Table(title=f"{sid}: {metric} with the gold passage + m negatives ({summary['with_gold']} of {summary['queries']} queries have a gold passage)",
+                  title_justify="left")
+        for col in ("source", *(f"m={m}" for m in ms), "HND", "rel. drop"):
+            t.add_column(col, justify="left" if col == "source" else "right")
+        for source, row in summary["negatives"].items():
+            cells = [f"{row[str(m)]['acc']:.3f}±{row[str(m)]['se']:.3f}" if str(m) in row else "-" for m in ms]
+            hnd, drop = summary["HND"].get(source), summary["relative_drop"].get(source)
+            t.add_row(source, *cells, "-" if hnd is None else f"{hnd:+.3f}", "-" if drop is None else f"{drop:.1%}")
+        out.print(t)
+    if "curve" in summary:
+        orders = summary["curve"]["orders"]
+        ks = sorted({int(k) for o in orders.values() for k in o["acc"]})
+        t = Table(title=f"{sid}: {metric} against top-k of {summary['curve']['source']}", title_justify="left")
+        for col in ("order", *(f"k={k}" for k in ks), "k*", "peak drop"):
+            t.add_column(col, justify="left" if col == "order" else "right")
+        for name, o in orders.items():
+            t.add_row(name, *(f"{o['acc'][str(k)]['acc']:.3f}" if str(k) in o["acc"] else "-" for k in ks), str(o["k_star"]), f"{o['peak_drop']:+.3f}")
+        out.print(t)
+    out.print(f"plots: {', '.join(str(folder / p) for p in ('hard_negatives.png', 'inverted_u.png') if (folder / p).exists())}", highlight=False)
 
 
 @main.command()

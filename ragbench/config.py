@@ -69,11 +69,16 @@ class Pipeline:
 
     @property
     def has_ranking(self) -> bool:
-        return any(st.cls.produces == "rankings" for st in self.stages)
+        return any(st.cls.produces in ("rankings", "relevance") for st in self.stages)
 
     @property
     def has_judge(self) -> bool:
         return any(st.cls.produces == "judgements" for st in self.stages)
+
+    @property
+    def judge_metrics(self) -> list[str]:
+        """The scores its judge stages give (judge_acc, faithfulness, correctness), in stage order."""
+        return judge_metrics(self.stages)
 
     def until(self, stage_id: str) -> Pipeline:
         """The pipeline up to and including `stage_id` (e.g. only its retrieval); stage cache keys are unchanged."""
@@ -212,14 +217,14 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                 if upstream is not None and depth > upstream:
                     problems.append(Problem(doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream}); a stage cannot reorder documents it never receives", doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
         depths[sid] = depth
-        produces[sid] = cls.produces
+        produces[sid] = "rankings" if cls.produces == "relevance" else cls.produces  # a relevance judge passes its input's ranking on
         corpora[sid] = corpus
         stages.append(StageSpec(sid, type_name, cls, options, inputs, corpus))
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
         problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=any(st.cls.produces == "answers" for st in stages),
-                                  has_judge=any(st.cls.produces == "judgements" for st in stages))
+                                  judged=judge_metrics(stages))
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
@@ -245,7 +250,7 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str],
 
 
 def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
-                  has_reader: bool | None = None, has_judge: bool | None = None) -> list[Problem]:
+                  has_reader: bool | None = None, judged: list[str] | None = None) -> list[Problem]:
     """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
     from ragbench.metrics import recall_free
     from ragbench.metrics.answers import parse_answer_metric
@@ -260,8 +265,9 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
         if answer is not None:
             if has_reader is False and answer.needs != "retrieved":
                 problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", doc.line((*loc, j)), format_loc((*loc, j))))
-            elif has_judge is False and answer.needs == "judge":
-                problems.append(Problem(doc.file, f"{name} needs a judge: add a 'type: judge' stage after the reader", doc.line((*loc, j)), format_loc((*loc, j))))
+            elif judged is not None and answer.needs == "judge" and answer.kind not in judged:
+                method = {"judge_acc": "rating"}.get(answer.kind, answer.kind)
+                problems.append(Problem(doc.file, f"{name} needs a judge: add a 'type: judge' stage with method: {method} after the reader", doc.line((*loc, j)), format_loc((*loc, j))))
             continue
         try:
             free = recall_free.parse(name)
@@ -275,9 +281,15 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
     return problems
 
 
+def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
+    return [st.cls.metric(st.options) for st in stages if st.cls.produces == "judgements"]  # type: ignore[attr-defined]
+
+
 def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:
     """Depth of the last ranking stage: what IR metric cutoffs are checked against."""
-    ranking = [st for st in stages if st.cls.produces == "rankings"]
+    ranking = [st for st in stages if st.cls.produces in ("rankings", "relevance")]
+    if ranking and ranking[-1].cls.produces == "relevance":  # passes on its input's ranking
+        ranking = [st for st in stages if st.id in ranking[-1].inputs]
     return ranking[-1].cls.depth(ranking[-1].options) if ranking else None
 
 

@@ -11,6 +11,8 @@ types) by each of its values.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import Counter
 from typing import Any
 
 from ragbench.metrics.answers import (
@@ -72,26 +74,54 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
         for m in predicted:
             if values:
                 aggregate[m.name] = sum(v[m.name] for v in values.values()) / len(values)
-    judged = [m for m in parsed if m.needs == "judge"]
-    if judged and result.judge is not None:
-        verdicts = {qid: j.value for qid, j in result.judge.judgements.items() if j.value is not None}
-        for m in judged:
-            for qid, v in verdicts.items():
-                per_query.setdefault(qid, {})[m.name] = v
-            if verdicts:
-                aggregate[m.name] = sum(verdicts.values()) / len(verdicts)
+    judged = {m.kind: m.name for m in parsed if m.needs == "judge"}
+    for judge in result.judges:  # the last judge giving a metric wins
+        name = judged.get(judge.spec.cls.metric(judge.spec.options))  # type: ignore[attr-defined]
+        if name is None:
+            continue
+        scores = {qid: j.value for qid, j in judge.judgements.items() if j.value is not None}
+        for qid, v in scores.items():
+            per_query.setdefault(qid, {})[name] = v
+        if scores:
+            aggregate[name] = sum(scores.values()) / len(scores)
     aggregate = {n: aggregate[n] for n in metrics if n in aggregate}  # the order asked for
     return aggregate, per_query, breakdowns(task, per_query, group_by or [])
 
 
-def judge_summary(result: PipelineResult) -> dict[str, Any]:
-    """How many answers the judge saw, and how many of its replies had no parseable verdict."""
-    judge = result.judge
-    if judge is None:
-        return {}
-    values = [j.value for j in judge.judgements.values()]
-    return {"stage": judge.spec.id, "model": judge.identity.get("llm", {}).get("model"), "n": len(values),
-            "judged": sum(v is not None for v in values), "unparsed": sum(v is None for v in values)}
+def experiment_summaries(result: PipelineResult, task: TaskData) -> dict[str, dict[str, Any]]:
+    """Per experiment stage (hard negatives): accuracy tables, HND, drops and curve peaks."""
+    from ragbench.metrics.degradation import summarize
+
+    return {s.spec.id: summarize(s.probes, task, s.spec.options.metric, s.spec.options.m) for s in result.experiments}
+
+
+def judge_summaries(result: PipelineResult) -> dict[str, dict[str, Any]]:
+    """Per judge: answers seen, how many got a score, how many replies were unparseable (and why),
+    and, with several samples, the spread: the standard deviation of each sample's run mean and
+    the mean over answers of the per-answer standard deviation."""
+    out = {}
+    for judge in result.judges:
+        values = [j.value for j in judge.judgements.values()]
+        samples = [j.samples for j in judge.judgements.values()]
+        n_samples = max((len(s) for s in samples), default=0)
+        summary: dict[str, Any] = {"metric": judge.spec.cls.metric(judge.spec.options), "model": judge.identity.get("llm", {}).get("model"),  # type: ignore[attr-defined]
+                                   "n": len(values), "judged": sum(v is not None for v in values), "unparsed": sum(v is None for v in values)}
+        failures = Counter(d.get("failure") for j in judge.judgements.values() for d in j.details if d.get("failure"))
+        if n_samples > 1 or failures:
+            flat = [v for s in samples for v in s]
+            summary.update(samples=n_samples, sample_values=len(flat), sample_unparsed=sum(v is None for v in flat),
+                           unparsed_share=sum(v is None for v in flat) / len(flat) if flat else None, failures=dict(failures))
+        if n_samples > 1:
+            means = []
+            for i in range(n_samples):
+                col = [s[i] for s in samples if len(s) > i and s[i] is not None]
+                means.append(statistics.fmean(col) if col else None)
+            per_answer = [statistics.pstdev(p) for p in ([v for v in s if v is not None] for s in samples) if len(p) > 1]
+            present = [m for m in means if m is not None]
+            summary.update(sample_means=means, sd_of_sample_means=statistics.stdev(present) if len(present) > 1 else None,
+                           mean_per_answer_sd=statistics.fmean(per_answer) if per_answer else None)
+        out[judge.spec.id] = summary
+    return out
 
 
 def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -129,7 +159,8 @@ def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str]) ->
     for stage in result.rankings:
         aggregate, _ = evaluate_ranking(stage, task, retrieval)
         corpus = stage.spec.corpus
-        out[stage.spec.id] = {"type": stage.spec.type, "corpus": corpus or "task",
+        qrels = stage.spec.options.qrels if stage.spec.cls.produces == "relevance" else "task"  # type: ignore[attr-defined]
+        out[stage.spec.id] = {"type": stage.spec.type, "corpus": corpus or "task", "qrels": qrels,
                               "metrics": {n: aggregate[n] for n in retrieval if n in aggregate}}
     return out
 

@@ -17,7 +17,7 @@ from ragbench.config import Pipeline, StageSpec
 from ragbench.progress import Reporter
 from ragbench.stage import CorpusStage, StageEnv
 from ragbench.trec import dump_rankings, load_rankings
-from ragbench.types import Answer, Judgement, Query, Ranking, TaskData
+from ragbench.types import Answer, Assessment, Judgement, Probe, Query, Ranking, TaskData
 
 
 @dataclass
@@ -31,6 +31,8 @@ class StageResult:
     identity: dict[str, Any] = field(default_factory=dict)
     answers: dict[str, Answer] = field(default_factory=dict)  # readers only
     judgements: dict[str, Judgement] = field(default_factory=dict)  # judges only
+    probes: dict[str, Probe] = field(default_factory=dict)  # experiments only
+    relevance: dict[str, Assessment] = field(default_factory=dict)  # relevance judges only (their rankings: the input's)
     view: TaskData | None = None  # the task as this stage saw it (a derived corpus and its qrels, for corpus: stages)
     stats: dict[str, Any] = field(default_factory=dict)  # corpus stages: the derived corpus' statistics
 
@@ -41,13 +43,11 @@ class StageResult:
     def ranking(self, qid: str) -> Ranking:
         return self.rankings.get(qid) or Ranking(qid, [], [])
 
-    def output(self, qid: str) -> Ranking | Answer | Judgement | None:
+    def output(self, qid: str) -> Ranking | Answer | Judgement | Probe | None:
         """What this stage produced for a query, as a downstream stage reads it."""
         kind = self.spec.cls.produces
-        if kind == "answers":
-            return self.answers.get(qid)
-        if kind == "judgements":
-            return self.judgements.get(qid)
+        if kind in _RECORDS and kind != "relevance":
+            return getattr(self, kind).get(qid)
         return self.ranking(qid)
 
 
@@ -57,8 +57,8 @@ class PipelineResult:
 
     @property
     def rankings(self) -> list[StageResult]:
-        """Every stage that ranks documents, in pipeline order."""
-        return [s for s in self.stages if s.spec.cls.produces == "rankings"]
+        """Every stage that ranks documents, in pipeline order (a relevance judge: its input's ranking, its own qrels)."""
+        return [s for s in self.stages if s.spec.cls.produces in RANKS]
 
     @property
     def corpora(self) -> list[StageResult]:
@@ -71,7 +71,7 @@ class PipelineResult:
     @property
     def final_ranking(self) -> StageResult | None:
         """The last stage that ranks documents (what IR metrics and run.trec see)."""
-        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "rankings"), None)
+        return next((s for s in reversed(self.stages) if s.spec.cls.produces in RANKS), None)
 
     @property
     def reader(self) -> StageResult | None:
@@ -79,17 +79,24 @@ class PipelineResult:
         return next((s for s in reversed(self.stages) if s.spec.cls.produces == "answers"), None)
 
     @property
-    def judge(self) -> StageResult | None:
-        """The last judge (what judge_acc sees)."""
-        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "judgements"), None)
+    def experiments(self) -> list[StageResult]:
+        return [s for s in self.stages if s.spec.cls.produces == "probes"]
+
+    @property
+    def judges(self) -> list[StageResult]:
+        """Every judge, in pipeline order (each gives its own metric: judge_acc, faithfulness, correctness)."""
+        return [s for s in self.stages if s.spec.cls.produces == "judgements"]
 
 
-_RECORDS: dict[str, type[Answer] | type[Judgement]] = {"answers": Answer, "judgements": Judgement}
+_RECORDS: dict[str, type[Answer] | type[Judgement] | type[Probe] | type[Assessment]] = {
+    "answers": Answer, "judgements": Judgement, "probes": Probe, "relevance": Assessment}
+#: what stages ranking documents produce (what IR metrics and downstream rankers read)
+RANKS = ("rankings", "relevance")
 
 
 def _dump(outputs: list[Any]) -> str:
     """Rankings as TREC run lines; answers and judgements as JSON lines."""
-    if outputs and isinstance(outputs[0], Answer | Judgement):
+    if outputs and isinstance(outputs[0], Answer | Judgement | Probe | Assessment):
         return "".join(json.dumps(o.to_json(), ensure_ascii=False) + "\n" for o in outputs)
     return dump_rankings(outputs)
 
@@ -121,8 +128,11 @@ def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Rep
         view = results[spec.corpus].view if spec.corpus else task
         assert view is not None
         upstream = [results[name] for name in spec.inputs]
-        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size)
-        results[spec.id].view = view
+        results[spec.id] = r = _run_stage(spec, upstream, view, cache, reporter, batch_size)
+        r.view = view
+        if spec.cls.produces == "relevance":  # the input's ranking, scored against the judge's qrels
+            r.rankings = upstream[0].rankings
+            r.view = spec.cls.judged_view(view, r.relevance, spec.options)  # type: ignore[attr-defined]
     return PipelineResult(list(results.values()))
 
 
@@ -153,7 +163,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     done = {k: cache.get_batch(k) for k in batch_keys}
     missing = [b for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
     n_cached = len(batches) - len(missing)
-    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id))
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs))
     if missing:
         if n_cached:
             reporter.log(f"{spec.id}: resuming, {n_cached} of {len(batches)} batches already cached")

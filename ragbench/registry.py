@@ -24,6 +24,8 @@ COMPONENTS: dict[str, str] = {
     "reader": "ragbench.readers.reader:Reader",
     "long_units": "ragbench.corpora.long_units:LongUnits",
     "judge": "ragbench.metrics.judge:Judge",
+    "hard_negatives": "ragbench.experiments.hard_negatives:HardNegatives",
+    "relevance_judge": "ragbench.metrics.relevance:RelevanceJudge",
 }
 
 

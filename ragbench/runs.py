@@ -3,10 +3,17 @@
     config.lock.yaml  fully resolved config, data fingerprints, package versions, model identities
     run.trec          the last ranking (TREC run format); absent for a closed-book pipeline
     answers.jsonl     per query: the reader's answer, long answer, context ids, prompts and raw replies
-    judgements.jsonl  per query: the judge's verdict (null: unparseable), prompt and raw reply
+    judgements.jsonl  per judge stage and query: its score (null: unparseable), each sample's, statements, prompts, replies
+    relevance.jsonl   per query: an LLM assessor's 0-3 grades of the top documents and its replies (relevance_judge)
+    qrels.llm.tsv     the qrels those grades make (TREC format), what the judged ranking was scored against
+    experiment.jsonl  per query: an experiment stage's trials (hard negatives: context ids, reply, answer)
+    hard_negatives.png, inverted_u.png   the experiment's curves
     metrics.json      {"task", "pipeline", "config_hash", "n_queries", "metrics": {name: mean}, "breakdown": {...},
+                       "judges": {judge stage id: {metric, model, n, judged, unparsed[, samples, spread, failures]}},
                        "stages": {ranking stage id: {type, corpus, metrics}} (when several stages rank),
-                       "corpora": {corpus stage id: unit statistics} (long_units)}
+                       "corpora": {corpus stage id: unit statistics} (long_units),
+                       "relevance": {relevance judge id: {qrels, pairs, graded, unparsed, relevant, grades}},
+                       "experiments": {experiment stage id: accuracy tables, HND, drops, curves}}
     per_query.jsonl   {"query_id": ..., <metric>: value, ...} per evaluated query
     timings.json      per stage: cache key, whether it came from the cache, seconds
 """
@@ -28,7 +35,7 @@ from ragbench import __version__
 from ragbench.cache import atomic_write_text
 from ragbench.config import Pipeline, stable_hash
 from ragbench.errors import RagbenchError
-from ragbench.evaluation import judge_summary
+from ragbench.evaluation import judge_summaries
 from ragbench.pipeline import PipelineResult
 from ragbench.trec import format_run
 from ragbench.types import TaskData
@@ -56,7 +63,7 @@ def default_folder(results_dir: Path, task: TaskData, pipeline: Pipeline, chash:
 def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: PipelineResult, metrics: list[str],
                      aggregate: dict[str, float], per_query: dict[str, dict[str, float]], chash: str,
                      limit: int | None, argv: list[str], breakdown: dict[str, Any] | None = None,
-                     by_stage: dict[str, Any] | None = None) -> None:
+                     by_stage: dict[str, Any] | None = None, experiments: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lock: dict[str, Any] = {
         "ragbench": __version__,
@@ -82,17 +89,39 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
         atomic_write_text(folder / "answers.jsonl", "".join(
             json.dumps({**reader.answers[q.id].to_json(), "llm": reader.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
             for q in task.queries if q.id in reader.answers))
-    judge = result.judge
-    if judge is not None:
+    if result.judges:
         atomic_write_text(folder / "judgements.jsonl", "".join(
-            json.dumps({**judge.judgements[q.id].to_json(), "llm": judge.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
-            for q in task.queries if q.id in judge.judgements))
+            json.dumps({"stage": judge.spec.id, **judge.judgements[q.id].to_json(), "llm": judge.identity.get("llm", {}).get("model")},
+                       ensure_ascii=False) + "\n"
+            for judge in result.judges for q in task.queries if q.id in judge.judgements))
+    for exp in result.experiments:
+        atomic_write_text(folder / "experiment.jsonl", "".join(
+            json.dumps({**exp.probes[q.id].to_json(), "llm": exp.identity.get("llm", {}).get("model")}, ensure_ascii=False) + "\n"
+            for q in task.queries if q.id in exp.probes))
+    judged = [s for s in result.stages if s.spec.cls.produces == "relevance"]
+    for rel in judged:
+        from ragbench.metrics.relevance import relevance_summary
+
+        atomic_write_text(folder / "relevance.jsonl", "".join(
+            json.dumps({"stage": rel.spec.id, **rel.relevance[q.id].to_json(), "llm": rel.identity.get("llm", {}).get("model")},
+                       ensure_ascii=False) + "\n" for q in task.queries if q.id in rel.relevance))
+        assert rel.view is not None
+        atomic_write_text(folder / "qrels.llm.tsv", "".join(
+            f"{qid}\t0\t{d}\t{g}\n" for qid, row in rel.view.qrels.items() for d, g in row.items()))
+    if experiments:
+        from ragbench.metrics.degradation import plot
+
+        for summary in experiments.values():
+            plot(summary, folder, title=task.name)
     atomic_write_text(folder / "metrics.json", json.dumps({
         "task": task.name, "pipeline": pipeline.name, "config_hash": chash, "split": task.split,
         "n_queries": len(per_query), "metrics": aggregate, **({"breakdown": breakdown} if breakdown else {}),
         **({"stages": by_stage} if by_stage else {}),
-        **({"judge": judge_summary(result)} if judge is not None else {}),
-        **({"corpora": {c.spec.id: c.stats for c in result.corpora}} if result.corpora else {})}, indent=2) + "\n")
+        **({"judges": judge_summaries(result)} if result.judges else {}),
+        **({"corpora": {c.spec.id: c.stats for c in result.corpora}} if result.corpora else {}),
+        **({"experiments": experiments} if experiments else {}),
+        **({"relevance": {r.spec.id: {"qrels": r.spec.options.qrels, **relevance_summary(r.relevance, r.spec.options.relevant_at)}
+                          for r in judged}} if judged else {})}, indent=2) + "\n")
     atomic_write_text(folder / "per_query.jsonl", "".join(
         json.dumps({"query_id": qid, **values}) + "\n" for qid, values in per_query.items()))
     atomic_write_text(folder / "timings.json", json.dumps({"stages": [

@@ -35,6 +35,7 @@ class StageEnv:
     cache: Cache
     reporter: Reporter
     stage_id: str
+    inputs: tuple[str, ...] = ()  # the ids of the stages it reads, in `inputs` order
 
 
 class Stage(ABC):
@@ -48,7 +49,7 @@ class Stage(ABC):
     #: A stage that reorders a subset of its input (a reranker) cannot ask for more than it gets.
     narrows_input: ClassVar[bool] = False
     #: what `process` returns per query: a Ranking (retrievers, rerankers), an Answer (readers),
-    #: a Judgement (judges); "corpus" stages (long_units) build a derived corpus instead
+    #: a Judgement (judges), a Probe (experiments); "corpus" stages (long_units) build a derived corpus instead
     produces: ClassVar[str] = "rankings"
     #: what it reads from its input stages: rankings, or a reader's answers (judges)
     consumes: ClassVar[str] = "rankings"

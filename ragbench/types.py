@@ -120,13 +120,50 @@ class Judgement:
     """One query's verdict from an LLM judge, with the prompts and raw replies it came from."""
 
     qid: str
-    value: float | None  # 1.0 / 0.0, or None when the reply could not be parsed (never counted as wrong)
+    value: float | None  # the mean of the parseable samples; None when none could be parsed (never counted as wrong)
     prompts: list[Any] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    samples: list[float | None] = field(default_factory=list)  # each judging's score (samples: n), None = unparseable
+    details: list[dict[str, Any]] = field(default_factory=list)  # statement methods: statements, label counts, failure
+    seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"query_id": self.qid, "value": self.value, "prompts": self.prompts, "outputs": self.outputs}
+        return {"query_id": self.qid, "value": self.value, "samples": self.samples, "seed": self.seed,
+                "details": self.details, "prompts": self.prompts, "outputs": self.outputs}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Judgement:
-        return cls(d["query_id"], d["value"], d.get("prompts", []), d.get("outputs", []))
+        return cls(d["query_id"], d["value"], d.get("prompts", []), d.get("outputs", []), d.get("samples", [d["value"]]),
+                   d.get("details", []), d.get("seed"))
+
+
+@dataclass(slots=True)
+class Probe:
+    """One query's trials in an experiment stage (hard negatives): each a context read and the reply."""
+
+    qid: str
+    gold: str | None = None  # the gold passage the negatives were read with (None: the query has none)
+    trials: list[dict[str, Any]] = field(default_factory=list)  # {probe, source, m | k, context_ids, output, answer, ...}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query_id": self.qid, "gold": self.gold, "trials": self.trials}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Probe:
+        return cls(d["query_id"], d.get("gold"), d.get("trials", []))
+
+
+@dataclass(slots=True)
+class Assessment:
+    """One query's relevance grades from an LLM assessor (None: its reply had no grade), with the replies."""
+
+    qid: str
+    grades: dict[str, int | None] = field(default_factory=dict)  # doc id -> 0..3
+    outputs: dict[str, str] = field(default_factory=dict)  # doc id -> raw reply
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query_id": self.qid, "grades": self.grades, "outputs": self.outputs}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Assessment:
+        return cls(d["query_id"], d.get("grades", {}), d.get("outputs", {}))

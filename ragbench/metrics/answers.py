@@ -216,12 +216,13 @@ class AnswerMetric:
     """A named answer metric and the inputs the caller must supply for it.
 
     ``needs``: "prediction" means the reader's answer, "retrieved" means the retrieved texts in
-    rank order (answer recall), and "judge" means the raw reply of a judge LLM that was given
-    ``JUDGE_PROMPT``.
+    rank order (answer recall), and "judge" means the score of a `type: judge` stage
+    (judge_acc: a rating judge, whose raw reply `score` can also parse; faithfulness and
+    correctness: the statement judges' scores).
     """
 
     name: str
-    kind: Literal["EM", "F1", "popqa_acc", "token_recall", "answer_recall", "judge_acc"]
+    kind: Literal["EM", "F1", "popqa_acc", "token_recall", "answer_recall", "judge_acc", "faithfulness", "correctness"]
     needs: Needs
     k: int | None = None
     joined: bool = False
@@ -235,6 +236,8 @@ class AnswerMetric:
             assert self.k is not None
             return answer_recall(texts, golds, self.k, joined=self.joined)
         if self.needs == "judge":
+            if self.kind != "judge_acc":
+                raise ValueError(f"{self.name} comes from its judge stage's scores, not from one reply")
             if judgement is None:
                 raise ValueError(f"{self.name} needs the judge's reply")
             verdict = parse_judgement(judgement)
@@ -244,16 +247,18 @@ class AnswerMetric:
         return {"EM": exact_match, "F1": f1, "popqa_acc": popqa_acc, "token_recall": token_recall}[self.kind](prediction, golds)
 
 
-KNOWN_ANSWER_METRICS = ("EM", "F1", "popqa_acc", "token_recall", "answer_recall@k", "answer_recall_joined@k", "judge_acc")
+KNOWN_ANSWER_METRICS = ("EM", "F1", "popqa_acc", "token_recall", "answer_recall@k", "answer_recall_joined@k", "judge_acc",
+                        "faithfulness", "correctness")
 _RECALL = re.compile(r"answer_recall(_joined)?@(\d+)", re.IGNORECASE)
 
 
 def parse_answer_metric(name: str) -> AnswerMetric:
     """Map a metric name from a YAML file to an AnswerMetric (case-insensitive). Unknown names raise ValueError."""
     key = name.strip()
-    simple: dict[str, tuple[Literal["EM", "F1", "popqa_acc", "token_recall", "judge_acc"], Needs]] = {
+    simple: dict[str, tuple[Literal["EM", "F1", "popqa_acc", "token_recall", "judge_acc", "faithfulness", "correctness"], Needs]] = {
         "em": ("EM", "prediction"), "f1": ("F1", "prediction"), "token_recall": ("token_recall", "prediction"),
-        "popqa_acc": ("popqa_acc", "prediction"), "judge_acc": ("judge_acc", "judge")}
+        "popqa_acc": ("popqa_acc", "prediction"), "judge_acc": ("judge_acc", "judge"),
+        "faithfulness": ("faithfulness", "judge"), "correctness": ("correctness", "judge")}
     if key.lower() in simple:
         kind, needs = simple[key.lower()]
         return AnswerMetric(name, kind, needs)

@@ -124,10 +124,12 @@ class Reader(UsesLLM, Stage):
         new = o.long_max_new_tokens if o.steps == 2 else o.max_new_tokens
         return max(1, self.llm.context_length - overhead - new)
 
-    def select(self, ranking: Ranking) -> list[tuple[str, str]]:
-        """(doc id, text) of the top documents that fit the budget, the last one cut to fit, in prompt order."""
+    def select(self, ranking: Ranking, top_k: int | None = None, order: str | None = None) -> list[tuple[str, str]]:
+        """(doc id, text) of the top documents that fit the budget, the last one cut to fit, in prompt order
+        (`top_k` and `order` default to the stage's options; the hard-negative experiment varies them)."""
         budget, chosen = self.budget(), []
-        for docid in ranking.docids[: self.options.top_k]:
+        order = order or self.options.order
+        for docid in ranking.docids[: top_k or self.options.top_k]:
             text = self.passage(docid)
             n = self.llm.count_tokens(text) + 2  # + the blank line between passages
             if n > budget:
@@ -140,9 +142,9 @@ class Reader(UsesLLM, Stage):
                 break
             chosen.append((docid, text))
             budget -= n
-        if self.options.order == "reverse":
+        if order == "reverse":
             return chosen[::-1]
-        if self.options.order == "both_ends":
+        if order == "both_ends":
             return both_ends(chosen)
         return chosen
 

@@ -1,0 +1,190 @@
+"""`type: hard_negatives`: how answer quality falls as a reader reads more, and harder, passages.
+
+Two probes per query (METHODS.md §5, Jin et al., ICLR 2025), both answered by this stage's
+reader (all `type: reader` options apply: llm, prompt, fields, max_new_tokens...):
+
+- **Hard negatives.** For a query with a gold passage g (a qrels-relevant document that
+  contains a gold answer, DPR `has_answer`), the context is g plus m negatives, m over `m`
+  (default 0, 5, 10, 20, 40). Negatives come from each source: every input stage (its
+  top-ranked documents, best first) and, with `random: true`, documents drawn at random.
+  A negative is never relevant in the qrels and never contains a gold answer. g sits at a
+  position drawn from (seed, query, m), the same for every source, so sources differ only in
+  which negatives they bring. m is capped by the context: negatives that do not fit the
+  token budget are left out, and the number actually read is stored with the trial.
+- **Inverted U.** The context is the top-k of `curve` (default: the first input), k over
+  `k`, in score order and with Jin et al.'s reordering (best passages at both ends).
+
+Each trial keeps its context ids, raw reply and answer; `metrics/degradation.py` scores them
+(accuracy per condition, HND, relative drop, k*, peak drop) and draws the curves.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ragbench.errors import RagbenchError
+from ragbench.llm.base import Sampling
+from ragbench.metrics.answers import gold_answers, has_answer, parse_answer_metric
+from ragbench.readers.reader import Reader, ReaderOptions, clean_answer
+from ragbench.types import Probe, Query, Ranking, TaskData
+
+RANDOM = "random"
+
+
+class HardNegativeOptions(ReaderOptions):
+    m: tuple[int, ...] = Field((0, 5, 10, 20, 40), description="numbers of negatives read with the gold passage")
+    k: tuple[int, ...] = Field((1, 2, 5, 10, 20, 40), description="top-k of the `curve` input for the inverted-U curve; () skips it")
+    random: bool = Field(True, description="also draw negatives at random from the corpus (the length-only baseline HND is measured against)")
+    curve: str | None = Field(None, description="input stage whose top-k makes the inverted-U curve (default: the first input)")
+    reorder: tuple[bool, ...] = Field((False, True), description="inverted-U curve in score order (false) and reordered to both ends (true)")
+    seed: int = Field(13, description="seeds the gold position and the random negatives")
+    metric: str = Field("popqa_acc", description="answer metric that decides whether a trial's answer is right (EM, F1, popqa_acc, token_recall)")
+
+    @field_validator("m")
+    @classmethod
+    def _grid_m(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(x < 0 for x in v):
+            raise ValueError("expected a non-empty list of numbers >= 0")
+        return tuple(sorted(set(v)))
+
+    @field_validator("k")
+    @classmethod
+    def _grid_k(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(x < 1 for x in v):
+            raise ValueError("expected numbers >= 1")
+        return tuple(sorted(set(v)))
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        try:
+            needs = parse_answer_metric(v).needs
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if needs != "prediction":
+            raise ValueError(f"'{v}' does not score an answer on its own (expected EM, F1, popqa_acc or token_recall)")
+        return v
+
+
+def gold_position(seed: int, qid: str, m: int) -> int:
+    """Where the gold passage goes among m negatives: the same for every source (0 = first)."""
+    return random.Random(f"{seed}:{qid}:{m}").randint(0, m)
+
+
+def draws(rng: random.Random, n: int) -> Any:
+    """Indices 0..n-1 in random order, drawn lazily (a huge corpus is never shuffled whole)."""
+    seen: set[int] = set()
+    while len(seen) < n:
+        i = rng.randrange(n)
+        if i not in seen:
+            seen.add(i)
+            yield i
+
+
+class HardNegatives(Reader):
+    kind = "experiment"
+    Options = HardNegativeOptions
+    min_inputs = 1
+    max_inputs = 8
+    produces = "probes"
+    options: HardNegativeOptions
+
+    def prepare(self, task: TaskData) -> None:
+        super().prepare(task)
+        if task.corpus is None:
+            raise RagbenchError.at(f"stage {self.env.stage_id}", "the hard-negative experiment needs the task's corpus")
+        self.qrels = task.qrels
+        self.answers_field = task.answers_field
+        self.doc_ids = list(task.corpus)
+
+    # -- contexts -----------------------------------------------------------------------------
+    def text(self, docid: str) -> str:
+        assert self.corpus is not None
+        return self.corpus[docid].contents(("title", "text"))
+
+    def gold(self, query: Query, golds: list[str]) -> str | None:
+        """The query's gold passage: its most relevant qrels document that contains an answer."""
+        judged = sorted(((-g, d) for d, g in self.qrels.get(query.id, {}).items() if g > 0 and self.corpus is not None and d in self.corpus))
+        return next((d for _, d in judged if has_answer(self.text(d), golds)), None)
+
+    def is_negative(self, query: Query, golds: list[str], docid: str) -> bool:
+        return self.qrels.get(query.id, {}).get(docid, 0) <= 0 and not has_answer(self.text(docid), golds)
+
+    def negatives(self, query: Query, golds: list[str], source: str, ranking: Ranking | None, m: int) -> list[str]:
+        """Up to m negatives from a source, best first (random: in the order drawn)."""
+        if source == RANDOM:
+            candidates = (self.doc_ids[i] for i in draws(random.Random(f"{self.options.seed}:{query.id}:random"), len(self.doc_ids)))
+        else:
+            candidates = iter(ranking.docids if ranking is not None else [])
+        out: list[str] = []
+        for d in candidates:
+            if len(out) == m:
+                break
+            if d in self.corpus and self.is_negative(query, golds, d):  # type: ignore[operator]
+                out.append(d)
+        return out
+
+    def fit(self, gold: str, negatives: list[str], position: int) -> list[str]:
+        """Gold plus the leading negatives that fit the token budget, gold at `position` (or last, if fewer fit)."""
+        budget = self.budget() - (self.llm.count_tokens(self.passage(gold)) + 2)
+        kept: list[str] = []
+        for d in negatives:
+            n = self.llm.count_tokens(self.passage(d)) + 2
+            if n > budget:
+                break
+            kept.append(d)
+            budget -= n
+        return kept[:position] + [gold] + kept[position:]
+
+    # -- the stage ------------------------------------------------------------------------------
+    def sources(self) -> list[str]:
+        return [*self.env.inputs, *([RANDOM] if self.options.random else [])]
+
+    def trials(self, query: Query, rankings: dict[str, Ranking | None]) -> list[dict[str, Any]]:
+        o = self.options
+        golds = gold_answers(query, self.answers_field)
+        out: list[dict[str, Any]] = []
+        gold = self.gold(query, golds)
+        if gold is not None:
+            for m in o.m:
+                position = gold_position(o.seed, query.id, m)
+                for source in (["none"] if m == 0 else self.sources()):
+                    negs = [] if m == 0 else self.negatives(query, golds, source, rankings.get(source), m)
+                    context = self.fit(gold, negs, position)
+                    out.append({"probe": "negatives", "source": source, "m": m, "m_used": len(context) - 1,
+                                "gold": gold, "gold_position": context.index(gold), "context_ids": context})
+        curve = o.curve or self.env.inputs[0]
+        ranking = rankings.get(curve)
+        for k in o.k if ranking is not None else ():
+            for reorder in o.reorder:
+                passages = self.select(ranking, top_k=k, order="both_ends" if reorder else "score")
+                out.append({"probe": "top_k", "source": curve, "k": k, "reorder": reorder, "k_used": len(passages),
+                            "context_ids": [d for d, _ in passages], "texts": [t for _, t in passages]})
+        return out
+
+    def process(self, queries: list[Query], inputs: list[dict[str, Any]]) -> dict[str, Probe]:
+        names = self.env.inputs
+        probes: dict[str, Probe] = {}
+        chats: dict[str, Any] = {}  # distinct prompts (k=1 reordered is k=1 in order): asked once
+        for q in queries:
+            trials = self.trials(q, {name: inp.get(q.id) for name, inp in zip(names, inputs, strict=True)})
+            for t in trials:
+                texts = t.pop("texts", None) or [self.passage(d) for d in t["context_ids"]]
+                chat = self.first_chat(q, list(zip(t["context_ids"], texts, strict=True)), retrieved=True)
+                t["prompt_key"] = chat[0]["content"]
+                chats.setdefault(t["prompt_key"], chat)
+            probes[q.id] = Probe(q.id, gold=next((t["gold"] for t in trials if "gold" in t), None), trials=trials)
+        keys = list(chats)
+        replies = dict(zip(keys, self.llm.chat([chats[k] for k in keys], Sampling(max_tokens=self.options.max_new_tokens)), strict=True))
+        for probe in probes.values():
+            for t in probe.trials:
+                reply = replies[t.pop("prompt_key")]
+                t["output"] = reply.text
+                t["answer"] = clean_answer(reply.text)
+        return probes
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "prompt": self.options.prompt or "RAG_PROMPT (ragbench.readers.reader)"}

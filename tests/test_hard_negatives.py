@@ -1,0 +1,101 @@
+"""The hard-negative experiment (METHODS.md §5): its scores on hand-made trials, and the stage run
+end to end with a real LLM on the embedded PopQA sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragbench.cli import main
+from ragbench.experiments.hard_negatives import gold_position
+from ragbench.metrics.degradation import headline, summarize
+from ragbench.types import Probe, Query, TaskData
+
+
+def _trial(source: str, m: int, right: bool) -> dict:
+    return {"probe": "negatives", "source": source, "m": m, "m_used": m, "answer": "Paris" if right else "Rome"}
+
+
+def _curve(k: int, reorder: bool, right: bool) -> dict:
+    return {"probe": "top_k", "source": "bm25", "k": k, "reorder": reorder, "k_used": k, "answer": "Paris" if right else "Rome"}
+
+
+def test_hnd_relative_drop_and_peak_on_hand_made_trials() -> None:
+    # two queries; accuracies: gold alone 1.0; random m=5: 1.0, m=10: 0.5; bm25 m=5: 0.5, m=10: 0.0
+    outcome = {("random", 5): (1, 1), ("random", 10): (1, 0), ("bm25", 5): (1, 0), ("bm25", 10): (0, 0)}
+    probes = {}
+    for i, qid in enumerate(("a", "b")):
+        trials = [_trial("none", 0, True)] + [_trial(s, m, bool(v[i])) for (s, m), v in outcome.items()]
+        # curve: k=1 0.5, k=5 1.0, k=20 0.5 in score order; reordered flat 1.0 up to k=20
+        trials += [_curve(1, False, i == 0), _curve(5, False, True), _curve(20, False, i == 1)]
+        trials += [_curve(1, True, i == 0), _curve(5, True, True), _curve(20, True, True)]
+        probes[qid] = Probe(qid, "g", trials)
+    task = TaskData("t", "test", [Query("a", "q", {"answers": ["Paris"]}), Query("b", "q", {"answers": ["Paris"]})], {}, None, "", "")
+    s = summarize(probes, task, "popqa_acc", (0, 5, 10))
+    assert s["negatives"]["bm25"]["5"]["acc"] == 0.5 and s["negatives"]["bm25"]["0"]["acc"] == 1.0
+    assert s["HND"] == {"bm25": pytest.approx(((1.0 - 0.5) + (0.5 - 0.0)) / 2)}
+    assert s["relative_drop"] == {"bm25": 1.0, "random": 0.5}
+    score_order = s["curve"]["orders"]["score"]
+    assert score_order["k_star"] == 5 and score_order["peak_drop"] == 0.5
+    assert s["curve"]["orders"]["reordered"]["k_star"] == 5  # ties: the smallest k
+    assert headline(s) == {"HND[bm25]": 1.0 / 2, "rel_drop[bm25]": 1.0, "rel_drop[random]": 0.5, "k_star[score]": 5.0,
+                           "peak_drop[score]": 0.5, "k_star[reordered]": 5.0, "peak_drop[reordered]": 0.0}
+
+
+def test_gold_position_is_seeded_and_in_range() -> None:
+    positions = [gold_position(13, "q1", m) for m in (0, 5, 40)]
+    assert positions == [gold_position(13, "q1", m) for m in (0, 5, 40)]
+    assert positions[0] == 0 and all(0 <= p <= m for p, m in zip(positions, (0, 5, 40), strict=True))
+    assert len({gold_position(s, "q1", 40) for s in range(20)}) > 5
+
+
+PIPELINE = """\
+name: hn
+stages:
+  - {id: bm25, type: bm25, engine: bm25s, top_k: 20}
+  - id: probe
+    type: hard_negatives
+    inputs: [bm25]
+    m: [0, 1]
+    k: [1, 3]
+    max_new_tokens: 4
+    llm: {backend: transformers, model: SmolLM2-135M-Instruct}
+metrics: [nDCG@10]
+"""
+
+
+def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None:
+    p = tmp_path / "hn.yaml"
+    p.write_text(PIPELINE)
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3", "--out", str(tmp_path / "run")],
+                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    exp = metrics["experiments"]["probe"]
+    assert set(exp["negatives"]) == {"bm25", "random"} and set(exp["negatives"]["bm25"]) == {"0", "1"}
+    assert "HND[bm25]" in metrics["metrics"] and "k_star[reordered]" in metrics["metrics"]
+    assert (run / "hard_negatives.png").stat().st_size > 1000 and (run / "inverted_u.png").stat().st_size > 1000
+    from ragbench.config import load_task_card
+    from ragbench.metrics.answers import has_answer
+    from ragbench.tasks import load_task
+
+    task = load_task(load_task_card("popqa-sample")[0], limit=3)
+    for row in map(json.loads, (run / "experiment.jsonl").read_text().splitlines()):
+        q = next(q for q in task.queries if q.id == row["query_id"])
+        negatives = [t for t in row["trials"] if t["probe"] == "negatives"]
+        for t in negatives:
+            assert t["context_ids"][t["gold_position"]] == row["gold"] and len(t["context_ids"]) == t["m_used"] + 1
+            for d in t["context_ids"]:
+                if d != row["gold"]:  # a negative is never relevant and never holds the answer
+                    assert task.qrels[q.id].get(d, 0) <= 0 and not has_answer(task.corpus[d].contents(), q.extra["answers"])
+        # the same seeded gold position for every source at the same m
+        by_m = {}
+        for t in negatives:
+            by_m.setdefault(t["m"], set()).add(t["gold_position"])
+        assert all(len(v) == 1 for v in by_m.values())
+        curve = {(t["k"], t["reorder"]): t["context_ids"] for t in row["trials"] if t["probe"] == "top_k"}
+        assert sorted(curve[(3, True)]) == sorted(curve[(3, False)]) and curve[(3, True)][-1] == curve[(3, False)][1]

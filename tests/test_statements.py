@@ -1,0 +1,66 @@
+"""Statement-level judging (METHODS.md §6): the parser P counts labels with the paper's regexes,
+and scores are the stated ratios. Hand-written replies, so every expected value is worked by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragbench.metrics.statements import (
+    count_labels,
+    json_schema,
+    parse_statements,
+    score,
+    verdict_regex,
+)
+
+REPLY = """1. The context names her a physicist. VERDICT: PASSED
+2. Born in Warsaw, not Paris. VERDICT: FAILED
+3. Nothing about prizes. VERDICT: (after some thought) FAILED
+4. verdict: passed"""
+
+
+def test_statements_are_bullet_lines_in_order_without_repeats() -> None:
+    reply = "Statements:\n- A was born in B.\n* A is a painter.\n2. A is a painter.\nsome prose\n3) C."
+    assert parse_statements(reply) == ["A was born in B.", "A is a painter.", "C."]
+    assert parse_statements("no bullets at all") == []
+
+
+def test_r1_needs_the_label_right_after_the_colon_r2_allows_text_between() -> None:
+    assert count_labels(REPLY, "faithfulness", "r1") == {"PASSED": 1, "FAILED": 1}
+    assert count_labels(REPLY, "faithfulness", "r2") == {"PASSED": 1, "FAILED": 2}  # line 3 counts; lower case never does
+    assert verdict_regex("TP", "r1").search("VERDICT: TPX") is None  # word boundary
+    assert count_labels("I think it is supported.", "faithfulness", "r2") is None  # no verdict: unparseable, not 0
+
+
+def test_scores_are_the_papers_ratios() -> None:
+    assert score({"PASSED": 3, "FAILED": 1}, "faithfulness") == 0.75
+    counts = {"TP": 2, "FP": 1, "FN": 2}
+    assert score(counts, "correctness") == 0.5  # recall: 2 / (2 + 2)
+    assert score(counts, "correctness", "f1") == pytest.approx(2 / (2 + 1.5))
+    assert score({"TP": 0, "FP": 3, "FN": 0}, "correctness") is None  # 0/0: no score, not zero
+
+
+def test_correctness_counts_tp_fp_fn() -> None:
+    reply = "A1. supported. VERDICT: TP\nA2. not in the truth. VERDICT: FP\nG2. Alan is a computer scientist. VERDICT: FN"
+    assert count_labels(reply, "correctness", "r1") == {"TP": 1, "FP": 1, "FN": 1}
+
+
+def test_json_parser_reads_one_label_per_statement() -> None:
+    schema = json.loads(json_schema("correctness", 2, 3))
+    assert schema["properties"]["answer"]["minItems"] == 2 and schema["properties"]["gold"]["maxItems"] == 3
+    reply = json.dumps({"answer": ["TP", "FP"], "gold": ["COVERED", "FN", "FN"]})
+    assert count_labels(reply, "correctness", "json") == {"TP": 1, "FP": 1, "FN": 2}
+    assert count_labels('{"verdicts": ["PASSED", "PASSED", "FAILED"]}', "faithfulness", "json") == {"PASSED": 2, "FAILED": 1}
+    assert count_labels("not json", "faithfulness", "json") is None
+
+
+def test_json_parser_needs_a_vllm_backend() -> None:
+    from pydantic import ValidationError
+
+    from ragbench.metrics.judge import JudgeOptions
+
+    with pytest.raises(ValidationError, match="needs a vLLM backend"):
+        JudgeOptions(method="faithfulness", parser="json")
+    assert JudgeOptions(method="faithfulness", parser="json", llm={"backend": "openai_server", "model": "m", "base_url": "http://x/v1"}).parser == "json"
