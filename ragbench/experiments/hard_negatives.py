@@ -96,6 +96,8 @@ class HardNegatives(Reader):
         super().prepare(task)
         if task.corpus is None:
             raise RagbenchError.at(f"stage {self.env.stage_id}", "the hard-negative experiment needs the task's corpus")
+        if self.options.curve is not None and self.options.curve not in self.env.inputs:
+            raise RagbenchError.at(f"stage {self.env.stage_id}", f"curve '{self.options.curve}' is not one of its inputs ({', '.join(self.env.inputs)})", path="curve")
         self.qrels = task.qrels
         self.answers_field = task.answers_field
         self.doc_ids = list(task.corpus)
