@@ -64,3 +64,50 @@ def test_json_parser_needs_a_vllm_backend() -> None:
     with pytest.raises(ValidationError, match="needs a vLLM backend"):
         JudgeOptions(method="faithfulness", parser="json")
     assert JudgeOptions(method="faithfulness", parser="json", llm={"backend": "openai_server", "model": "m", "base_url": "http://x/v1"}).parser == "json"
+
+
+STATEMENT_JUDGES = """\
+name: statements
+stages:
+  - {type: bm25, engine: bm25s, top_k: 10}
+  - {type: reader, top_k: 2, max_new_tokens: 16, llm: %(llm)s}
+  - {id: faith, type: judge, inputs: [reader], method: faithfulness, samples: 2, max_new_tokens: 96, llm: %(llm)s}
+  - {id: correct, type: judge, inputs: [reader], method: correctness, parser: r1, max_new_tokens: 96, llm: %(llm)s}
+metrics: [popqa_acc, faithfulness, correctness]
+"""
+
+
+def test_statement_judges_end_to_end_through_a_server(vllm_server, tmp_path) -> None:
+    """SmolLM2 on the vLLM server splits and labels 3 PopQA answers; every stored score is the
+    deterministic count of its stored reply, and unparseable samples are counted, not zero."""
+    from click.testing import CliRunner
+
+    from ragbench.cli import main
+
+    llm = (f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, tokenizer: SmolLM2-135M-Instruct, "
+           "request_seed: false}")
+    p = tmp_path / "s.yaml"
+    p.write_text(STATEMENT_JUDGES % {"llm": llm})
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3", "--out", str(tmp_path / "run")],
+                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "judgements.jsonl").read_text().splitlines()]
+    assert sorted(r["stage"] for r in rows) == ["correct"] * 3 + ["faith"] * 3
+    for r in rows:
+        method, parser = ("faithfulness", "r2") if r["stage"] == "faith" else ("correctness", "r1")
+        assert len(r["samples"]) == len(r["details"]) == (2 if method == "faithfulness" else 1)
+        for value, detail in zip(r["samples"], r["details"], strict=True):
+            if detail["failure"] is None:  # the evaluator's reply is the last output of its sample
+                reply = next(o for o in reversed(r["outputs"]) if count_labels(o, method, parser) == detail["counts"])
+                assert value == score(count_labels(reply, method, parser), method)
+            else:
+                assert value is None and detail["failure"] in ("split", "verdict", "empty answer", "no context")
+        parsed = [v for v in r["samples"] if v is not None]
+        assert r["value"] == (sum(parsed) / len(parsed) if parsed else None)
+    judges = json.loads((run / "metrics.json").read_text())["judges"]
+    faith = judges["faith"]
+    assert faith["metric"] == "faithfulness" and faith["samples"] == 2 and faith["sample_values"] == 6
+    assert faith["sample_unparsed"] == sum(v is None for r in rows if r["stage"] == "faith" for v in r["samples"])
+    assert len(faith["sample_means"]) == 2
+    print(f"\nREPORT statement judges (SmolLM2 via vLLM) on 3 PopQA answers: {judges}")

@@ -45,7 +45,7 @@ Measure how trustworthy the passage is (T).
 Consider the aspects above and the relative importance of each, and decide on a final score (O). Final score must be an integer value only.
 Do not provide any code in result. Provide each score in the format of: ##final score: score without providing any reasoning."""
 
-_FINAL = re.compile(r"##\s*final score:\s*\**\s*([0-3])\b", re.IGNORECASE)
+_FINAL = re.compile(r"##\s*final score:\s*\**\s*([0-3])(?:\.0+)?(?![\d.])", re.IGNORECASE)  # "2", "2.0"; not "0.5"
 
 
 def parse_grade(reply: str) -> int | None:
@@ -61,6 +61,8 @@ class RelevanceOptions(LLMOptions):
     prompt: str = Field(UMBRELA_PROMPT, description="template with {query} and {passage}")
     max_passage_tokens: int = Field(512, ge=16, description="a passage is cut to this many tokens (words x 1.3) in the prompt")
     max_new_tokens: int = Field(64, ge=1, description="tokens for the grade")
+    prefix: str = Field("", description="text the assessor's reply is made to start with, e.g. '##final score: ' so a small model "
+                                        "writes only the grade (parsed together with the reply)")
 
 
 class RelevanceJudge(UsesLLM, Stage):
@@ -83,11 +85,12 @@ class RelevanceJudge(UsesLLM, Stage):
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Assessment]:
         pairs = [(q, d) for q in queries for d in inputs[0][q.id].docids[: self.options.depth] if self.corpus is not None and d in self.corpus]
         chats = [[{"role": "user", "content": self.options.prompt.format(query=q.text, passage=self.passage(d))}] for q, d in pairs]
-        replies = self.llm.chat(chats, Sampling(max_tokens=self.options.max_new_tokens))
+        prefix = self.options.prefix
+        replies = self.llm.chat(chats, Sampling(max_tokens=self.options.max_new_tokens), prefix=prefix)
         out = {q.id: Assessment(q.id) for q in queries}
         for (q, d), reply in zip(pairs, replies, strict=True):
-            out[q.id].grades[d] = parse_grade(reply.text)
-            out[q.id].outputs[d] = reply.text
+            out[q.id].grades[d] = parse_grade(prefix + reply.text)
+            out[q.id].outputs[d] = prefix + reply.text
         return out
 
     @classmethod
