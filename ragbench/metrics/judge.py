@@ -43,6 +43,7 @@ class JudgeOptions(LLMOptions):
     prompt: str | None = Field(None, description="evaluator template (rating: {question} {response} {gold}; faithfulness: {context} {statements}; "
                                                  "correctness: {question} {statements} {gold_statements}); default: the method's")
     split_prompt: str = Field(st.SPLIT_PROMPT, description="simplifier template with {question} and {answer} (statement methods)")
+    split_prefix: str = Field("- ", description="text the simplifier's reply is made to start with (the first bullet), parsed with it; '' for none")
     parser: Literal["r1", "r2", "json"] = Field("r2", description="r1: 'VERDICT: LABEL' | r2: 'VERDICT: ...LABEL' on one line | json: constrained decoding (vLLM backends)")
     score: Literal["recall", "f1"] = Field("recall", description="correctness: TP/(TP+FN) (the paper's) or TP/(TP+(FP+FN)/2)")
     samples: int = Field(1, ge=1, description="judge each answer this many times; the score is the mean, the spread is reported")
@@ -160,16 +161,16 @@ class Judge(UsesLLM, Stage):
             split = [self.split_chat(q, a.text) for q, a in todo]
             if o.method == "correctness":
                 split += [self.split_chat(q, self.gold(q)) for q, _ in todo]
-            replies = self.llm.chat(split, self.sampling(i)) if split else []
+            texts = [o.split_prefix + r.text for r in self.llm.chat(split, self.sampling(i), prefix=o.split_prefix)] if split else []
             for j, (q, _) in enumerate(todo):
                 out[q.id].prompts.append(split[j])
-                out[q.id].outputs.append(replies[j].text)
-                sample = samples[q.id] = st.Sample(None, st.parse_statements(replies[j].text))
+                out[q.id].outputs.append(texts[j])
+                sample = samples[q.id] = st.Sample(None, st.parse_statements(texts[j]))
                 if o.method == "correctness":
                     g = len(todo) + j
                     out[q.id].prompts.append(split[g])
-                    out[q.id].outputs.append(replies[g].text)
-                    sample.gold_statements = st.parse_statements(replies[g].text)
+                    out[q.id].outputs.append(texts[g])
+                    sample.gold_statements = st.parse_statements(texts[g])
                 if not sample.statements or (o.method == "correctness" and not sample.gold_statements):
                     sample.failure = "split"
             # E: label each statement; P: count the labels
@@ -213,4 +214,5 @@ class Judge(UsesLLM, Stage):
     def identity(self) -> dict[str, Any]:
         o = self.options
         return {**super().identity(), "method": o.method, "metric": METRIC[o.method], "parser": o.parser, "samples": o.samples,
-                "seed": o.seed, "prompt": o.prompt or PROMPTS[o.method], **({"split_prompt": o.split_prompt} if o.method != "rating" else {})}
+                "seed": o.seed, "prompt": o.prompt or PROMPTS[o.method],
+                **({"split_prompt": o.split_prompt, "split_prefix": o.split_prefix} if o.method != "rating" else {})}
