@@ -86,7 +86,7 @@ class Pipeline:
         if stage_id not in ids:
             raise RagbenchError.at("--until", f"'{stage_id}' is not a stage of {self.file} (stages: {', '.join(ids)})")
         kept = self.stages[: ids.index(stage_id) + 1]
-        return Pipeline(self.name, self.description, kept, self.metrics, self.file)
+        return Pipeline(self.name, self.description, kept, _still_computable(self.metrics, kept), self.file)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +279,24 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
         if depth is not None and k is not None and k > depth:
             problems.append(Problem(doc.file, f"{name} needs rankings of depth {k} but the last stage returns top_k={depth}", doc.line((*loc, j)), format_loc((*loc, j))))
     return problems
+
+
+def _still_computable(metrics: tuple[str, ...] | None, stages: tuple[StageSpec, ...]) -> tuple[str, ...] | None:
+    """A pipeline's own metrics less those whose reader or judge a cut (--until) removed."""
+    from ragbench.metrics.answers import parse_answer_metric
+
+    if not metrics:
+        return metrics
+    judged, has_reader = judge_metrics(stages), any(st.cls.produces == "answers" for st in stages)
+
+    def keep(name: str) -> bool:
+        try:
+            m = parse_answer_metric(name)
+        except ValueError:
+            return True
+        return m.kind in judged if m.needs == "judge" else has_reader if m.needs == "prediction" else True
+
+    return tuple(m for m in metrics if keep(m))
 
 
 def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
