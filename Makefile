@@ -11,7 +11,7 @@ export RAGBENCH_DATA ?= $(SHARED)
 endif
 export RAGBENCH_CACHE ?= $(abspath .cache/ragbench)
 
-.PHONY: install vllm demo test test-all bench lint clean
+.PHONY: install vllm browser demo test test-all bench lint leaderboard reference clean
 
 install: $(VENV)/.installed
 
@@ -40,17 +40,40 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $@
 
+# Headless Chromium for the leaderboard HTML test (Debian's chromium + chromium-driver).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
 demo: install
 	$(BIN)/ragbench run pipelines/bm25.yaml --task popqa-sample
 
-test: install vllm
+test: install vllm browser
 	$(BIN)/pytest -q
 
-test-all: install vllm
+test-all: install vllm browser
 	$(BIN)/pytest -q -m ''
 
 bench: install
 	$(BIN)/python bench/bm25.py
+
+# Reference runs committed in results/reference (metrics.json, per_query.jsonl, config.lock.yaml;
+# .gitignore keeps the rest out) and the leaderboard exports made from them.
+REF      := results/reference
+RETRIEVAL := bm25 dense splade hybrid
+READER_LIMIT ?= 300
+reference: install
+	for t in scifact popqa; do for p in $(RETRIEVAL); do \
+	  $(BIN)/ragbench run pipelines/$$p.yaml --task $$t --out $(REF)/$$t/$$p || exit 1; done; done
+	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
+	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
+	$(MAKE) leaderboard
+
+leaderboard: install
+	for f in md csv json tex html; do \
+	  $(BIN)/ragbench leaderboard $(REF) --sort nDCG@10 -o results/leaderboard.$$f || exit 1; done
 
 lint: install
 	$(BIN)/ruff check ragbench tests bench

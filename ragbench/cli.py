@@ -74,6 +74,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         evaluate_result,
         experiment_summaries,
         judge_summaries,
+        recall_curve,
         split_metrics,
         stage_metrics,
     )
@@ -119,7 +120,9 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
             per_query.setdefault(qid, {}).update(values)
     chash = config_hash(pipeline, task, metrics, limit)
     folder = Path(out_dir) if out_dir else default_folder(Path(results_dir), task, pipeline, chash)
-    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage, experiments)
+    curves = {"R@k": c} if result.final_ranking is not None and (c := recall_curve(result.final_ranking, task)) else {}
+    write_run_folder(folder, pipeline, task, result, metrics, aggregate, per_query, chash, limit, sys.argv, breakdown, by_stage,
+                     experiments, curves)
 
     out.print(f"[bold]{pipeline.name}[/] on [bold]{task.name}[/] ({task.split}, {len(per_query)} queries)")
     table = Table()
@@ -273,6 +276,100 @@ def correlate(runs, xs, ys, fmt) -> None:
         table.add_row(r.level, r.sample, r.x, r.y, str(r.n), fmt_v(r.tau, ".4f"), fmt_v(r.tau_p, ".2g"),
                       fmt_v(r.rho, ".4f"), fmt_v(r.rho_p, ".2g"), r.note)
     out.print(table)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("-m", "--metric", "metrics", multiple=True, help="Metric to compare (repeatable; default: all the runs share).")
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True, help="Randomization test resamples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_friendly
+def compare(runs, metrics, resamples, seed, fmt) -> None:
+    """Per-metric deltas of RUNS against the first, with paired t and randomization tests over queries."""
+    import json as _json
+
+    from ragbench.report.compare import compare as compute
+
+    rows = compute([Path(r) for r in runs], list(metrics) or None, resamples, seed)
+    if fmt == "json":
+        click.echo(_json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    table = Table(title=f"against {rows[0].baseline} (paired, two-sided)", title_justify="left")
+    for col in ("run", "metric", "n", "baseline", "run value", "delta", "win/tie/loss", "p (t)", "p (rand)"):
+        table.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
+    fmt_p = lambda v: "-" if v is None else f"{v:.2g}"  # noqa: E731
+    for r in rows:
+        color = "green" if r.delta > 0 else "red" if r.delta < 0 else ""
+        table.add_row(r.run, r.metric, str(r.n), f"{r.mean_baseline:.4f}", f"{r.mean_run:.4f}",
+                      f"[{color}]{r.delta:+.4f}[/]" if color else f"{r.delta:+.4f}", f"{r.wins}/{r.ties}/{r.losses}",
+                      fmt_p(r.t_p), fmt_p(r.rand_p))
+    out.print(table)
+
+
+@main.command()
+@click.argument("run", type=click.Path())
+@click.option("--baseline", required=True, type=click.Path(), help="Baseline run folder, or its metrics.json.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(), default=None, help="YAML of per-metric rules (min, max_drop, significant).")
+@click.option("--junit", "junit_file", type=click.Path(), default=None, help="Also write the result as JUnit XML.")
+@_friendly
+def check(run, baseline, thresholds_file, junit_file) -> None:
+    """CI gate: exit 0 if RUN meets every rule against the baseline, 1 on a quality regression, 2 on bad input."""
+    from ragbench.report.check import check as run_check
+    from ragbench.report.check import junit, load_thresholds
+
+    verdicts = run_check(Path(run), Path(baseline), load_thresholds(thresholds_file))
+    table = Table(title=f"{run} against {baseline}", title_justify="left")
+    for col in ("metric", "value", "baseline", "delta", "p", "result"):
+        table.add_column(col, justify="left" if col in ("metric", "result") else "right", overflow="fold")
+    for v in verdicts:
+        table.add_row(v.metric, f"{v.value:.4f}", "-" if v.baseline is None else f"{v.baseline:.4f}",
+                      "-" if v.delta is None else f"{v.delta:+.4f}", "-" if v.p is None else f"{v.p:.2g}",
+                      "[green]pass[/]" if v.passed else f"[red]FAIL[/] {v.reason}")
+    out.print(table)
+    if junit_file:
+        junit(verdicts, Path(run), Path(junit_file))
+    failed = [v for v in verdicts if not v.passed]
+    if failed:
+        err.print(f"quality regression: {', '.join(f'{v.metric} ({v.reason})' for v in failed)}", highlight=False)
+        sys.exit(1)
+    out.print(f"pass: {len(verdicts)} metric(s) checked")
+
+
+@main.command()
+@click.argument("results_dir", required=False, default="results", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "latex", "html"]), default=None,
+              help="Output format (default: from --output's suffix, else md).")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Write to this file instead of stdout.")
+@click.option("--pick", type=click.Choice(["latest", "best"]), default="latest", show_default=True,
+              help="Which run per (pipeline, task): the latest, or the best by --sort.")
+@click.option("--sort", "sort", default=None, metavar="METRIC", help="Sort each task's rows by this metric (default: the first column).")
+@click.option("-m", "--metric", "metrics", multiple=True, help="Metric column (repeatable; default: every metric the runs have).")
+@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
+@_friendly
+def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks) -> None:
+    """One row per (pipeline, task) from the run folders under RESULTS_DIR, as md, csv, json, latex or html."""
+    from ragbench.report import leaderboard as lb
+
+    suffixes = {".md": "md", ".csv": "csv", ".json": "json", ".tex": "latex", ".html": "html", ".htm": "html"}
+    fmt = fmt or (suffixes.get(Path(output).suffix.lower()) if output else None) or "md"
+    root = Path(results_dir)
+    entries = lb.scan(root)
+    if tasks:
+        entries = [e for e in entries if e.task in tasks]
+        if not entries:
+            raise RagbenchError.at("--task", f"no runs of {', '.join(tasks)} under {root}")
+    chosen = lb.select(entries, pick, sort)
+    df = lb.frame(chosen, list(metrics) or None, sort, relative_to=root)
+    text = lb.render(df, chosen, fmt)
+    if output:
+        from ragbench.cache import atomic_write_text
+
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(output), text)
+        err.print(f"{len(df)} rows ({len(entries)} runs found, {pick} per pipeline and task) -> {output}", highlight=False)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command("judge-calibrate")

@@ -151,6 +151,24 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]) -> 
     return aggregate, per_query
 
 
+CURVE_KS = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000)
+
+
+def recall_curve(stage: StageResult, task: TaskData) -> dict[str, float]:
+    """R@k of a ranking at the usual cutoffs up to its depth: the leaderboard's recall curves.
+
+    Stored in metrics.json `curves`, apart from `metrics`, so compare and check gate only what was asked for."""
+    view = stage.view or task
+    if not view.qrels:
+        return {}
+    depth = max((len(stage.ranking(q.id).docids) for q in task.queries), default=0)
+    ks = [k for k in CURVE_KS if k <= depth]
+    if not ks:
+        return {}
+    aggregate, _ = evaluate_ir(stage.rankings, view.qrels, [f"R@{k}" for k in ks])
+    return {str(k): aggregate[f"R@{k}"] for k in ks if f"R@{k}" in aggregate}
+
+
 def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str]) -> dict[str, dict[str, Any]]:
     """Retrieval metrics of every ranking stage (first stage, reranker, units...), to compare them within one run."""
     ir_names, answer_names = split_metrics(metrics)

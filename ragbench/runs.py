@@ -13,7 +13,8 @@
                        "stages": {ranking stage id: {type, corpus, metrics}} (when several stages rank),
                        "corpora": {corpus stage id: unit statistics} (long_units),
                        "relevance": {relevance judge id: {qrels, pairs, graded, unparsed, relevant, grades}},
-                       "experiments": {experiment stage id: accuracy tables, HND, drops, curves}}
+                       "experiments": {experiment stage id: accuracy tables, HND, drops, curves},
+                       "curves": {"R@k": {k: recall}} (the last ranking at the usual cutoffs, for plots)}
     per_query.jsonl   {"query_id": ..., <metric>: value, ...} per evaluated query
     timings.json      per stage: cache key, whether it came from the cache, seconds
 """
@@ -63,7 +64,8 @@ def default_folder(results_dir: Path, task: TaskData, pipeline: Pipeline, chash:
 def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: PipelineResult, metrics: list[str],
                      aggregate: dict[str, float], per_query: dict[str, dict[str, float]], chash: str,
                      limit: int | None, argv: list[str], breakdown: dict[str, Any] | None = None,
-                     by_stage: dict[str, Any] | None = None, experiments: dict[str, Any] | None = None) -> None:
+                     by_stage: dict[str, Any] | None = None, experiments: dict[str, Any] | None = None,
+                     curves: dict[str, dict[str, float]] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lock: dict[str, Any] = {
         "ragbench": __version__,
@@ -120,6 +122,7 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
         **({"judges": judge_summaries(result)} if result.judges else {}),
         **({"corpora": {c.spec.id: c.stats for c in result.corpora}} if result.corpora else {}),
         **({"experiments": experiments} if experiments else {}),
+        **({"curves": curves} if curves else {}),
         **({"relevance": {r.spec.id: {"qrels": r.spec.options.qrels, **relevance_summary(r.relevance, r.spec.options.relevant_at)}
                           for r in judged}} if judged else {})}, indent=2) + "\n")
     atomic_write_text(folder / "per_query.jsonl", "".join(
@@ -145,3 +148,10 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
             raise RagbenchError.at(str(p), f"expected {typ.__name__}", path=fld)
     return data
 
+
+def read_per_query(folder: str | Path) -> dict[str, dict[str, float]]:
+    """per_query.jsonl of a run folder: query id -> {metric: value}."""
+    from ragbench.jsonl import json_records
+
+    rows = json_records(Path(folder) / "per_query.jsonl", hint="expected a run folder with per_query.jsonl")
+    return {str(row.pop("query_id")): row for _, row in rows}

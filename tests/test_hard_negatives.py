@@ -99,3 +99,9 @@ def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None
         assert all(len(v) == 1 for v in by_m.values())
         curve = {(t["k"], t["reorder"]): t["context_ids"] for t in row["trials"] if t["probe"] == "top_k"}
         assert sorted(curve[(3, True)]) == sorted(curve[(3, False)]) and curve[(3, True)][-1] == curve[(3, False)][1]
+
+    # the leaderboard's HTML page embeds this run's curves (regenerated from metrics.json, not copied)
+    page = CliRunner().invoke(main, ["leaderboard", str(tmp_path), "--format", "html"])
+    assert page.exit_code == 0, page.output
+    for fig in ("hard_negatives", "inverted_u"):
+        assert f'id="{fig}-popqa-sample-' in page.output

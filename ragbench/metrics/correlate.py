@@ -19,8 +19,7 @@ from typing import Any
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.jsonl import json_records
-from ragbench.runs import read_metrics
+from ragbench.runs import read_metrics, read_per_query
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,6 @@ class Correlation:
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
-
-
-def read_per_query(folder: Path) -> dict[str, dict[str, float]]:
-    rows = json_records(folder / "per_query.jsonl", hint="expected a run folder with per_query.jsonl")
-    return {str(row.pop("query_id")): row for _, row in rows}
 
 
 def correlation(level: str, sample: str, x: str, y: str, xs: list[float], ys: list[float]) -> Correlation:

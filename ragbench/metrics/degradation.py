@@ -104,14 +104,15 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def plot(summary: dict[str, Any], folder: Path, title: str = "") -> list[Path]:
-    """hard_negatives.png (accuracy vs m per source) and inverted_u.png (accuracy vs k, both orders)."""
+def figures(summary: dict[str, Any], title: str = "") -> dict[str, Any]:
+    """Matplotlib figures of an experiment summary: "hard_negatives" (accuracy vs m per source) and
+    "inverted_u" (accuracy vs k, both orders). The run folder saves them; the leaderboard embeds them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    out: dict[str, Any] = {}
     label = summary["metric"]
     if "negatives" in summary:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -125,9 +126,7 @@ def plot(summary: dict[str, Any], folder: Path, title: str = "") -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(folder / "hard_negatives.png")
-        fig.savefig(written[-1])
-        plt.close(fig)
+        out["hard_negatives"] = fig
     if "curve" in summary:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for name, order in summary["curve"]["orders"].items():
@@ -140,7 +139,17 @@ def plot(summary: dict[str, Any], folder: Path, title: str = "") -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(folder / "inverted_u.png")
+        out["inverted_u"] = fig
+    return out
+
+
+def plot(summary: dict[str, Any], folder: Path, title: str = "") -> list[Path]:
+    """hard_negatives.png and inverted_u.png in the run folder."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, fig in figures(summary, title).items():
+        written.append(folder / f"{name}.png")
         fig.savefig(written[-1])
         plt.close(fig)
     return written

@@ -1,0 +1,1 @@
+"""Reading stored runs back: comparing runs with paired tests, and the CI regression gate."""

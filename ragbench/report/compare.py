@@ -1,0 +1,82 @@
+"""`ragbench compare`: per-metric deltas between runs, with paired significance tests over queries.
+
+Every run is compared with the first (the baseline) on the queries both evaluated (per_query.jsonl).
+Per metric: both means, the delta, win / tie / loss counts per query, and two paired tests from
+scipy: Student's paired t-test (`ttest_rel`) and a paired randomization test (`permutation_test`
+with `permutation_type="samples"`: the sign of each query's difference is flipped at random,
+10,000 resamples, seeded), both two-sided. A metric constant in both runs has no test (None).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ragbench.errors import RagbenchError
+from ragbench.runs import read_metrics, read_per_query
+
+
+@dataclass(frozen=True)
+class Delta:
+    baseline: str
+    run: str
+    metric: str
+    n: int  # queries in both runs
+    mean_baseline: float
+    mean_run: float
+    delta: float
+    wins: int  # queries where the run is higher
+    ties: int
+    losses: int
+    t_p: float | None  # paired t-test, two-sided
+    rand_p: float | None  # paired randomization test, two-sided
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float | None, float | None]:
+    """(paired t-test p, paired randomization test p), two-sided; None when the differences are all equal."""
+    d = b - a
+    if len(d) < 2 or np.all(d == d[0]):
+        return None, None
+    t = stats.ttest_rel(b, a)
+    perm = stats.permutation_test((b, a), lambda x, y: np.mean(x - y), permutation_type="samples",
+                                  n_resamples=resamples, alternative="two-sided", random_state=seed)
+    clean = lambda v: None if v is None or math.isnan(v) else float(v)  # noqa: E731
+    return clean(t.pvalue), clean(perm.pvalue)
+
+
+def run_name(folder: Path) -> str:
+    return f"{folder.parent.name}/{folder.name}"
+
+
+def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int = 10_000, seed: int = 0) -> list[Delta]:
+    """Each run against runs[0], metric by metric (default: the metrics all runs share, in the baseline's order)."""
+    if len(runs) < 2:
+        raise RagbenchError.at("RUNS", "compare needs at least two run folders (the first is the baseline)")
+    heads = {r: read_metrics(r) for r in runs}
+    tasks = {h["task"] for h in heads.values()}
+    if len(tasks) > 1:
+        raise RagbenchError.at("RUNS", f"runs are on different tasks ({', '.join(sorted(tasks))}); per-query tests need the same queries")
+    per_query = {r: read_per_query(r) for r in runs}
+    base = runs[0]
+    names = metrics or [m for m in heads[base]["metrics"] if all(m in heads[r]["metrics"] for r in runs)]
+    out = []
+    for run in runs[1:]:
+        qids = sorted(set(per_query[base]) & set(per_query[run]))
+        for m in names:
+            pairs = [(per_query[base][q].get(m), per_query[run][q].get(m)) for q in qids]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            if not pairs:
+                raise RagbenchError.at(str(run / "per_query.jsonl"), f"no per-query values of '{m}' shared with {run_name(base)}")
+            a, b = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
+            t_p, rand_p = paired_tests(a, b, resamples, seed)
+            out.append(Delta(run_name(base), run_name(run), m, len(pairs), float(a.mean()), float(b.mean()), float(b.mean() - a.mean()),
+                             int((b > a).sum()), int((b == a).sum()), int((b < a).sum()), t_p, rand_p))
+    return out
