@@ -14,8 +14,10 @@ from rich.table import Table
 
 from ragbench.errors import RagbenchError
 
-out = Console()
-err = Console(stderr=True)
+# Piped or captured output (CI logs, files) gets room for wide tables instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 
 
 def _friendly(fn):
