@@ -51,7 +51,7 @@ demo: install
 	$(BIN)/ragbench run pipelines/bm25.yaml --task popqa-sample
 
 test: install vllm browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-all: install vllm browser
 	$(BIN)/pytest -q -m ''

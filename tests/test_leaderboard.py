@@ -142,3 +142,16 @@ def test_html_page_renders_table_and_plots_in_headless_chromium(results: Path, t
         assert (tmp_path / "page.png").stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_best_is_marked_among_rows_on_the_same_queries_and_never_for_a_tie_of_all() -> None:
+    from ragbench.report.leaderboard import RunEntry, best_mask, frame, notes
+
+    def entry(name: str, n: int, **metrics: float) -> RunEntry:
+        return RunEntry(Path(name), "popqa", name, n, "2026-01-01T00:00:00+00:00", metrics)
+
+    df = frame([entry("full-a", 741, nDCG=0.6, EM=0.0), entry("full-b", 741, nDCG=0.5, EM=0.0),
+                entry("limited", 300, nDCG=0.9, EM=0.0), entry("limited-b", 300, nDCG=0.8, EM=0.0)], sort="nDCG")
+    marked = {(row.pipeline, m) for i, row in df.iterrows() for m in ("nDCG", "EM") if best_mask(df).at[i, m]}
+    assert marked == {("full-a", "nDCG"), ("limited", "nDCG")}  # a --limit run does not outrank full runs; all-zero EM has no best
+    assert notes(df) and "300, 741" in notes(df)[0]

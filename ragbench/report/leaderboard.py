@@ -3,8 +3,9 @@
 Runs are found by their metrics.json anywhere under the results folder. Per (pipeline, task) the
 latest run is kept (config.lock.yaml `created`), or the best by a metric. Metrics are columns;
 rows are grouped by task and sorted by the chosen metric. "Best" (bold in Markdown, LaTeX and
-HTML) is per task and column; for degradation measures (HND, relative and peak drop) lower is
-better, k* has no better direction and is never bold.
+HTML) is per column among the rows of a task scored on the same number of queries; for
+degradation measures (HND, relative and peak drop) lower is better, k* has no better direction
+and is never bold.
 
 The HTML page is standalone: inline CSS and the plots as PNG data URIs (R@k curves per task from
 metrics.json `curves`, hard-negative curves from `experiments`), so it opens without a network.
@@ -129,14 +130,18 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 
 def best_mask(df: pd.DataFrame) -> pd.DataFrame:
-    """True where a value is the best of its task and column (ties all bold; one-row tasks too)."""
+    """True where a value is the best of its column among the rows of the same task scored on the same
+    number of queries (a --limit run is not ranked against full runs). Ties are all marked; a column
+    with no two distinct values in the group has no best."""
     mask = pd.DataFrame(False, index=df.index, columns=df.columns)
+    groups = df.groupby(["task", "queries"])
     for m in metric_columns(df):
         direction = higher_is_better(m)
         if direction is None:
             continue
-        best = df.groupby("task")[m].transform("max" if direction else "min")
-        mask[m] = df[m].notna() & (df[m] == best)
+        best = groups[m].transform("max" if direction else "min")
+        distinct = groups[m].transform("nunique")
+        mask[m] = df[m].notna() & (df[m] == best) & (distinct > 1)
     return mask
 
 
@@ -150,13 +155,14 @@ def _cell(value: Any, bold: bool, wrap: tuple[str, str]) -> str:
 
 
 def notes(df: pd.DataFrame) -> list[str]:
-    """Caveats a reader of the table needs: rows of one task scored on different numbers of queries."""
+    """Caveats a reader of the table needs: rows of one task scored on different numbers of queries
+    (each count is ranked on its own)."""
     out = []
     for task, group in df.groupby("task", sort=True):
         counts = sorted(set(group["queries"]))
         if len(counts) > 1:
             out.append(f"{task}: rows cover different numbers of queries ({', '.join(map(str, counts))}); "
-                       f"compare them on shared queries with `ragbench compare`.")
+                       f"best values are marked within each count; compare across them on shared queries with `ragbench compare`.")
     return out
 
 
@@ -199,7 +205,7 @@ def to_latex(df: pd.DataFrame, caption: str | None = None) -> str:
     styler = styler.format(_tex, subset=["task", "pipeline"]).format_index(_tex, axis=1)
     styler = styler.apply(lambda col: ["textbf:--rwrap;" if b else "" for b in mask[col.name]], subset=metrics)
     body = styler.to_latex(hrules=True, column_format="ll" + "r" * (len(shown.columns) - 2), convert_css=False)
-    cap = caption or f"Leaderboard ({', '.join(sorted(set(df['task'])))}). Best per task in bold."
+    cap = caption or f"Leaderboard ({', '.join(sorted(set(df['task'])))}). Best per task and query count in bold."
     return ("% ragbench leaderboard; needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n"
             f"\\caption{{{_tex(cap)}}}\n{body}\\end{{table}}\n")
 
@@ -245,7 +251,7 @@ _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem; color: #1a1a1a; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
 table#leaderboard { border-collapse: collapse; font-size: 0.9rem; }
-#leaderboard th, #leaderboard td { border-bottom: 1px solid #ccc; padding: 0.3rem 0.7rem; }
+#leaderboard th, #leaderboard td { border-bottom: 1px solid #ccc; padding: 0.3rem 0.7rem; white-space: nowrap; }
 #leaderboard thead th { background: #1f3b57; color: #fff; text-align: left; position: sticky; top: 0; }
 #leaderboard td.num { text-align: right; font-variant-numeric: tabular-nums; }
 #leaderboard td.best { font-weight: 700; background: #e5f2e5; }
@@ -284,7 +290,7 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<p class=\"meta\">{len(df)} runs; best value per task highlighted; generated {generated} by ragbench {__version__}</p>\n"
+            f"<p class=\"meta\">{len(df)} runs; best value per task and query count highlighted; generated {generated} by ragbench {__version__}</p>\n"
             f"<table id=\"leaderboard\"><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
             + "".join(f"<p class=\"meta\">Note: {html.escape(n)}</p>\n" for n in notes(df))
             + f"<h2>Plots</h2>\n<div class=\"plots\">{figs}</div>\n</body></html>\n")
