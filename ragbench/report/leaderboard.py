@@ -250,6 +250,7 @@ def recall_figures(entries: list[RunEntry]) -> dict[str, Any]:
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem; color: #1a1a1a; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 table#leaderboard { border-collapse: collapse; font-size: 0.9rem; }
 #leaderboard th, #leaderboard td { border-bottom: 1px solid #ccc; padding: 0.3rem 0.7rem; white-space: nowrap; }
 #leaderboard thead th { background: #1f3b57; color: #fff; text-align: left; position: sticky; top: 0; }
@@ -283,7 +284,7 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
     plots = [(f"{task}: R@k per pipeline", f"recall-{task}", _png(fig)) for task, fig in recall_figures(entries).items()]
     for e in sorted(entries, key=lambda e: (e.task, e.pipeline)):
         for sid, summary in e.experiments.items():
-            for name, fig in figures(summary, title=f"{e.task} {e.pipeline}").items():
+            for name, fig in figures(summary, title=e.pipeline).items():
                 plots.append((f"{e.task} / {e.pipeline} / {sid}: {name.replace('_', ' ')}", f"{name}-{e.task}-{e.pipeline}", _png(fig)))
     figs = "".join(f'<figure class="plot" id="{html.escape(fid)}"><img alt="{html.escape(cap)}" src="{src}">'
                    f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, fid, src in plots)
@@ -291,7 +292,8 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
             f"<p class=\"meta\">{len(df)} runs; best value per task and query count highlighted; generated {generated} by ragbench {__version__}</p>\n"
-            f"<table id=\"leaderboard\"><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+            f"<div class=\"table-wrap\"><table id=\"leaderboard\"><thead><tr>{head}</tr></thead><tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table></div>\n"
             + "".join(f"<p class=\"meta\">Note: {html.escape(n)}</p>\n" for n in notes(df))
             + f"<h2>Plots</h2>\n<div class=\"plots\">{figs}</div>\n</body></html>\n")
 
