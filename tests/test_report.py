@@ -76,3 +76,15 @@ def test_thresholds_file_rules_and_errors(runs: tuple[Path, Path], tmp_path: Pat
     bad.write_text("metrics:\n  nDCG@10: {max_drop: -1}\n")
     r = CliRunner().invoke(main, ["check", str(k1), "--baseline", str(base), "--thresholds", str(bad)])
     assert r.exit_code == 2 and f"{bad}:2" in r.output and "max_drop" in r.output
+
+
+def test_check_refuses_a_baseline_scored_on_other_queries(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.conftest import SHARED_DATA
+
+    base, _ = runs
+    env = {"RAGBENCH_CACHE": str(base.parent / "cache"), "RAGBENCH_DATA": str(SHARED_DATA)}
+    r = CliRunner().invoke(main, ["run", "pipelines/bm25.yaml", "--task", "scifact", "--limit", "20", "--out", str(tmp_path / "few")], env=env)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "few"), "--baseline", str(base)])
+    n = json.loads((base / "metrics.json").read_text())["n_queries"]
+    assert r.exit_code == 2 and f"baseline scored {n} queries, the run 20" in r.output.replace("\n", " ")

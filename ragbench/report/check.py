@@ -79,6 +79,9 @@ def check(run: Path, baseline: Path, thresholds: Thresholds) -> list[Verdict]:
     head, base = read_metrics(run), read_metrics(baseline)
     if head["task"] != base["task"]:
         raise RagbenchError.at(str(baseline), f"baseline is on task '{base['task']}', the run on '{head['task']}'")
+    if head["n_queries"] != base["n_queries"]:  # means over different query sets: a drop would mean nothing
+        raise RagbenchError.at(str(baseline), f"baseline scored {base['n_queries']} queries, the run {head['n_queries']}; "
+                               "check needs both on the same queries (same task, split, data and --limit)")
     rules = thresholds.metrics or {m: Rule(max_drop=0.0, significant=True) for m in head["metrics"] if m in base["metrics"]}
     missing = [m for m in rules if m not in head["metrics"]]
     if missing:
