@@ -367,7 +367,6 @@ def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks) -> None:
     if output:
         from ragbench.cache import atomic_write_text
 
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(output), text)
         err.print(f"{len(df)} rows ({len(entries)} runs found, {pick} per pipeline and task) -> {output}", highlight=False)
     else:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from ragbench.cli import main
@@ -46,7 +47,7 @@ def test_latest_or_best_run_per_pipeline_and_task(results: Path) -> None:
     bm25 = [m for m in runs if m["task"] == "scifact" and m["pipeline"] == "bm25"]
     assert len(bm25) == 2
     best = max(bm25, key=lambda m: m["metrics"]["nDCG@10"])
-    latest = max(bm25, key=lambda m: (m["folder"] / "config.lock.yaml").read_text().split("created: ")[1][:25])
+    latest = max(bm25, key=lambda m: str(yaml.safe_load((m["folder"] / "config.lock.yaml").read_text())["created"]))
     assert best is not latest  # k1 = 0.05 ran last and is worse
     rows = json.loads(_board(results, "--format", "json"))
     assert len(rows) == 3 and {(r["task"], r["pipeline"]) for r in rows} == {("scifact", "bm25"), ("scifact", "bm25-b1"), ("popqa-sample", "bm25")}

@@ -145,10 +145,11 @@ def figures(summary: dict[str, Any], title: str = "") -> dict[str, Any]:
 
 def plot(summary: dict[str, Any], folder: Path, title: str = "") -> list[Path]:
     """hard_negatives.png and inverted_u.png in the run folder."""
+    made = figures(summary, title)  # selects the Agg backend before pyplot is imported here
     import matplotlib.pyplot as plt
 
     written = []
-    for name, fig in figures(summary, title).items():
+    for name, fig in made.items():
         written.append(folder / f"{name}.png")
         fig.savefig(written[-1])
         plt.close(fig)

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Literal
 from xml.etree import ElementTree as ET
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragbench.errors import Problem, RagbenchError
-from ragbench.report.compare import paired_tests
+from ragbench.report.compare import paired, paired_tests
 from ragbench.runs import read_metrics, read_per_query
 from ragbench.yamlio import format_loc, load_yaml
 
@@ -99,10 +98,8 @@ def check(run: Path, baseline: Path, thresholds: Thresholds) -> list[Verdict]:
             reasons.append(f"{value:.4f} < min {rule.min:.4f}")
         if rule.max_drop is not None and delta is not None and -delta > rule.max_drop:
             if rule.significant and base_pq is not None:
-                qids = [q for q in run_pq if q in base_pq and m in run_pq[q] and m in base_pq[q]]
-                n = len(qids)
-                a = np.array([base_pq[q][m] for q in qids], float)
-                r = np.array([run_pq[q][m] for q in qids], float)
+                a, r = paired(base_pq, run_pq, m)
+                n = len(a)
                 t_p, rand_p = paired_tests(a, r)
                 p = rand_p if thresholds.test == "randomization" else t_p
                 if p is not None and p < thresholds.alpha:

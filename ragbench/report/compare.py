@@ -52,6 +52,12 @@ def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: in
     return clean(t.pvalue), clean(perm.pvalue)
 
 
+def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The metric's per-query values of the queries both runs scored (baseline, run), in query-id order."""
+    qids = sorted(q for q in base.keys() & run.keys() if base[q].get(metric) is not None and run[q].get(metric) is not None)
+    return np.array([base[q][metric] for q in qids], float), np.array([run[q][metric] for q in qids], float)
+
+
 def run_name(folder: Path) -> str:
     return f"{folder.parent.name}/{folder.name}"
 
@@ -69,14 +75,11 @@ def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int =
     names = metrics or [m for m in heads[base]["metrics"] if all(m in heads[r]["metrics"] for r in runs)]
     out = []
     for run in runs[1:]:
-        qids = sorted(set(per_query[base]) & set(per_query[run]))
         for m in names:
-            pairs = [(per_query[base][q].get(m), per_query[run][q].get(m)) for q in qids]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            if not pairs:
+            a, b = paired(per_query[base], per_query[run], m)
+            if not len(a):
                 raise RagbenchError.at(str(run / "per_query.jsonl"), f"no per-query values of '{m}' shared with {run_name(base)}")
-            a, b = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
             t_p, rand_p = paired_tests(a, b, resamples, seed)
-            out.append(Delta(run_name(base), run_name(run), m, len(pairs), float(a.mean()), float(b.mean()), float(b.mean() - a.mean()),
+            out.append(Delta(run_name(base), run_name(run), m, len(a), float(a.mean()), float(b.mean()), float(b.mean() - a.mean()),
                              int((b > a).sum()), int((b == a).sum()), int((b < a).sum()), t_p, rand_p))
     return out

@@ -103,13 +103,13 @@ def select(entries: list[RunEntry], pick: Literal["latest", "best"] = "latest", 
 def frame(entries: list[RunEntry], metrics: list[str] | None = None, sort: str | None = None,
           relative_to: Path | None = None) -> pd.DataFrame:
     """The leaderboard table: task, pipeline, queries, one column per metric, run folder and date."""
-    names = metrics or list(dict.fromkeys(m for e in entries for m in e.metrics))
-    unknown = [m for m in names if not any(m in e.metrics for e in entries)]
+    available = list(dict.fromkeys(m for e in entries for m in e.metrics))
+    names = metrics or available
+    unknown = [m for m in names if m not in available]
     if unknown:
-        known = ", ".join(dict.fromkeys(m for e in entries for m in e.metrics))
-        raise RagbenchError.at("--metric", f"no run has {', '.join(unknown)} (runs have: {known})")
+        raise RagbenchError.at("--metric", f"no run has {', '.join(unknown)} (runs have: {', '.join(available)})")
     if sort is not None and sort not in names:
-        if not any(sort in e.metrics for e in entries):
+        if sort not in available:
             raise RagbenchError.at("--sort", f"no run has '{sort}'")
         names = [sort, *names]
     rows = []
@@ -174,7 +174,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     align = ["---" if c in ("task", "pipeline", "run") else "---:" for c in header]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-    lines += ["", *(f"Note: {n}" for n in notes(df))] if notes(df) else []
+    caveats = notes(df)
+    lines += ["", *(f"Note: {n}" for n in caveats)] if caveats else []
     return "\n".join(lines) + "\n"
 
 
@@ -188,26 +189,17 @@ def to_json(df: pd.DataFrame) -> str:
     return json.dumps(rows, indent=2) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _tex(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def to_latex(df: pd.DataFrame, caption: str | None = None) -> str:
-    """A booktabs table ready to paste (needs \\usepackage{booktabs}); best per task in bold."""
+def to_latex(df: pd.DataFrame, caption: str = "ragbench leaderboard. Best per task and query count in bold.") -> str:
+    """A booktabs table ready to paste (needs \\usepackage{booktabs}); best per task in bold.
+    pandas' Styler writes it and escapes the names (pipelines and metrics hold _ and &)."""
     mask = best_mask(df)
     shown = df.drop(columns=["run", "created"])
-    metrics = metric_columns(shown)
     styler = shown.style.hide(axis="index").format(precision=4, na_rep="--")
-    styler = styler.format(_tex, subset=["task", "pipeline"]).format_index(_tex, axis=1)
-    styler = styler.apply(lambda col: ["textbf:--rwrap;" if b else "" for b in mask[col.name]], subset=metrics)
-    body = styler.to_latex(hrules=True, column_format="ll" + "r" * (len(shown.columns) - 2), convert_css=False)
-    cap = caption or f"Leaderboard ({', '.join(sorted(set(df['task'])))}). Best per task and query count in bold."
-    return ("% ragbench leaderboard; needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n\\small\n"
-            f"\\caption{{{_tex(cap)}}}\n{body}\\end{{table}}\n")
+    styler = styler.format(escape="latex", subset=["task", "pipeline"]).format_index(escape="latex", axis=1)
+    styler = styler.apply(lambda col: ["textbf:--rwrap;" if b else "" for b in mask[col.name]], subset=metric_columns(shown))
+    body = styler.to_latex(hrules=True, column_format="ll" + "r" * (len(shown.columns) - 2), environment="table",
+                           position="t", position_float="centering", caption=caption, convert_css=False)
+    return "% ragbench leaderboard; needs \\usepackage{booktabs}\n" + body
 
 
 def _png(fig: Any) -> str:
@@ -269,12 +261,13 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
 
     mask = best_mask(df)
     shown = df.drop(columns=["created"])
+    numeric = {*metric_columns(df), "queries"}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     rows, previous = [], None
     for i, row in shown.iterrows():
         cells = []
         for c, v in row.items():
-            cls = ["num"] if c in metric_columns(df) or c == "queries" else []
+            cls = ["num"] if c in numeric else []
             if mask.at[i, c]:
                 cls.append("best")
             cells.append(f"<td class=\"{' '.join(cls)}\">{html.escape(_cell(v, False, ('', '')))}</td>")
