@@ -61,8 +61,14 @@ def test_unknown_metric_in_a_pipeline(tmp_path: Path) -> None:
 
 
 def test_missing_corpus_says_how_to_provide_one(shared_data: Path, tmp_path: Path) -> None:
+    # FRAMES ships its gold articles in the shared data: a data root whose frames folder lacks them
+    data = tmp_path / "data"
+    for task in ("litsearch", "frames"):
+        (data / task).mkdir(parents=True)
+        for name in ("queries.jsonl", "qrels.tsv"):
+            (data / task / name).write_bytes((shared_data / task / name).read_bytes())
     for task, hub in (("litsearch", "princeton-nlp/LitSearch"), ("frames", None)):
-        line = _one_error(ragbench("run", "pipelines/bm25.yaml", "--task", task, "--cache-dir", str(tmp_path / "c"), cwd=REPO, data=shared_data))
+        line = _one_error(ragbench("run", "pipelines/bm25.yaml", "--task", task, "--cache-dir", str(tmp_path / "c"), cwd=REPO, data=data))
         assert f"task '{task}' has no corpus here" in line and "--data DIR" in line
         if hub:
             assert hub in line

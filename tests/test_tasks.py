@@ -22,7 +22,7 @@ from ragbench.config import TASKS_DIR, TaskCard, load_task_card
 from ragbench.errors import Problem, RagbenchError
 from ragbench.progress import Reporter
 from ragbench.tasks import EMBEDDED_DIR, load_task
-from ragbench.tasks.hf import wikipedia_id
+from ragbench.tasks.hf import split_glued_links, wikipedia_id
 
 # as in conftest.py: $RAGBENCH_DATA, else the shared/data folder beside the repository
 SHARED = Path(os.environ.get("RAGBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -326,7 +326,7 @@ def test_data_dir_not_a_folder(tmp_path: Path) -> None:
     assert problem.file == str(tmp_path / "nope") and "--data" in problem.message
 
 
-# ----------------------------------------------------------------------------- 2. LitSearch and FRAMES without a corpus
+# ----------------------------------------------------------------------------- 2. LitSearch without a corpus; FRAMES with its gold articles
 @needs_shared
 @pytest.mark.parametrize(("split", "specificity", "count"), [("full", None, 450), ("specific", 1, 338), ("broad", 0, 112)])
 def test_litsearch_local_splits(split: str, specificity: int | None, count: int) -> None:
@@ -343,15 +343,30 @@ def test_litsearch_local_splits(split: str, specificity: int | None, count: int)
 
 
 @needs_shared
-def test_frames_local_without_corpus() -> None:
+def test_frames_local_questions_only() -> None:
     rows = read_jsonl(SHARED / "frames/queries.jsonl")
     card, _ = load_task_card("frames")
     task = load_task(card, data_dir=SHARED / "frames", need_corpus=False, reporter=Recorder())
     assert len(task.queries) == len(rows) == 621
-    assert task.corpus is None
+    assert task.corpus is None  # a closed-book run never reads the 21 MB of articles
     assert task.qrels == read_qrels(SHARED / "frames/qrels.tsv")
     assert all(d.startswith("enwiki:") for rels in task.qrels.values() for d in rels)
     assert task.queries[0].extra["answer"] == rows[0]["answer"]
+
+
+@needs_shared
+def test_frames_local_corpus_holds_every_gold_article() -> None:
+    """FRAMES' README: 2,460 crawled gold articles; every qrels id is one of them (dropped otherwise)."""
+    card, _ = load_task_card("frames")
+    rec = Recorder()
+    task = load_task(card, data_dir=SHARED / "frames", reporter=rec)
+    assert task.corpus is not None and len(task.corpus) == 2460
+    judged = {d for rels in task.qrels.values() for d in rels}
+    assert judged <= set(task.corpus)
+    assert sum(len(r) for r in task.qrels.values()) == 1957 and len(task.qrels) == 621
+    assert rec.warnings == []
+    doc = task.corpus["enwiki:Joplin_tornado"]  # a redirect target (2011_Joplin_tornado)
+    assert doc.title and len(doc.text.split()) > 100
 
 
 @needs_shared
@@ -359,9 +374,14 @@ def test_frames_local_without_corpus() -> None:
     ("litsearch", ["princeton-nlp/LitSearch", "corpus_clean"]),
     ("frames", ["enwiki:<Title_with_underscores>"]),
 ])
-def test_missing_corpus_says_how_to_provide_one(task_name: str, mentions: list[str]) -> None:
+def test_missing_corpus_says_how_to_provide_one(task_name: str, mentions: list[str], tmp_path: Path) -> None:
     card, _ = load_task_card(task_name)
     folder = SHARED / task_name
+    if (folder / "corpus.jsonl.gz").exists():  # FRAMES ships its articles: a copy without them
+        folder = tmp_path / task_name
+        folder.mkdir()
+        for name in ("queries.jsonl", "qrels.tsv"):
+            (folder / name).write_bytes((SHARED / task_name / name).read_bytes())
     with pytest.raises(RagbenchError) as err:
         load_task(card, data_dir=folder, need_corpus=True)
     problem = only_problem(err)
@@ -815,16 +835,46 @@ def test_wikipedia_id(url: str, want: str | None) -> None:
 
 @needs_shared
 def test_wikipedia_id_reproduces_shared_frames_qrels() -> None:
-    """The normalization documented in frames/README.md, applied to every shared question."""
-    unmapped = []
+    """The rule documented in frames/README.md, applied to every shared question: each link
+    normalised by `wikipedia_id`, glued links ("url1, url2") split, each id mapped through
+    redirects.tsv, and kept when the corpus has the page."""
+    redirects = dict(line.split("\t") for line in (SHARED / "frames/redirects.tsv").read_text().splitlines()[1:])
+    with gzip.open(SHARED / "frames/corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        pages = {json.loads(line)["id"] for line in f}
+    unmapped, dropped = [], 0
     for row in read_jsonl(SHARED / "frames/queries.jsonl"):
         ids: list[str] = []
-        for url in row["wiki_links"]:
+        for url in (u for link in row["wiki_links"] for u in split_glued_links(link)):
             wid = wikipedia_id(url)
             if wid is None:
                 unmapped.append(url)
+                continue
+            wid = redirects.get(wid, wid)
+            if wid not in pages:
+                dropped += 1
             elif wid not in ids:
                 ids.append(wid)
         assert ids == row["relevant_ids"], row["id"]
     hosts = sorted(u.split("/")[2] for u in unmapped)
     assert hosts == ["en.wikipedia.org", "simple.wikipedia.org", "w.wiki"]  # the search URL, as the README says
+    assert dropped >= 45  # README: 45 gold ids over 11 questions have no crawled page (some repeat within a question)
+
+
+@pytest.mark.parametrize(("link", "want"), [
+    ("https://en.wikipedia.org/wiki/A", ["https://en.wikipedia.org/wiki/A"]),
+    ("https://en.wikipedia.org/wiki/A, https://en.wikipedia.org/wiki/B,", ["https://en.wikipedia.org/wiki/A", "https://en.wikipedia.org/wiki/B"]),
+    ("https://en.wikipedia.org/wiki/Crosby,_Stills,_Nash_%26_Young", ["https://en.wikipedia.org/wiki/Crosby,_Stills,_Nash_%26_Young"]),
+    ("https://en.wikipedia.org/wiki/X,https://en.m.wikipedia.org/wiki/Y", ["https://en.wikipedia.org/wiki/X", "https://en.m.wikipedia.org/wiki/Y"]),
+])
+def test_split_glued_links(link: str, want: list[str]) -> None:
+    assert split_glued_links(link) == want
+
+
+def test_hub_frames_glued_links_become_several_qrels(tmp_path: Path) -> None:
+    rows = [_frames_row(0, "Which stadiums?", "Two", ["https://en.wikipedia.org/wiki/Tim_Salmon, https://en.wikipedia.org/wiki/Troy_Glaus"],
+                        "Multiple constraints")]
+    root = tmp_path / "hub"
+    root.mkdir()
+    card = card_with_paths(tmp_path, "frames", {"queries": str(write_table(rows, root / "test", "parquet", split="test"))})
+    task = load_task(card, need_corpus=False, reporter=Recorder())
+    assert task.qrels == {"0": {"enwiki:Tim_Salmon": 1, "enwiki:Troy_Glaus": 1}}

@@ -72,6 +72,15 @@ def wikipedia_id(url: str) -> str | None:
     return "enwiki:" + title[0].upper() + title[1:]
 
 
+_GLUE = re.compile(r",\s*(?=https?://)")
+
+
+def split_glued_links(link: str) -> list[str]:
+    """FRAMES' link columns sometimes hold several URLs glued with commas ("url1, url2,"); a comma
+    inside a title (`Crosby,_Stills,_Nash_%26_Young`) is not followed by a URL and stays."""
+    return [part.strip().rstrip(",").strip() for part in _GLUE.split(link) if part.strip().rstrip(",").strip()]
+
+
 def _relevant(value: Any, fmt: str) -> list[str]:
     if value is None:
         return []
@@ -80,7 +89,7 @@ def _relevant(value: Any, fmt: str) -> list[str]:
         value = ast.literal_eval(text) if text.startswith("[") else [text]
     ids = [str(v) for v in value]
     if fmt == "wikipedia_urls":
-        return [i for i in (wikipedia_id(u) for u in ids) if i]
+        return [i for i in (wikipedia_id(u) for link in ids for u in split_glued_links(link)) if i]
     return ids
 
 
