@@ -1,4 +1,4 @@
-"""LongRAG long retrieval units (METHODS.md section 3): many short documents become few units of <= K tokens.
+"""LongRAG long retrieval units (docs/methods.md, "LongRAG long retrieval units"): many short documents become few units of <= K tokens.
 
 Two ways to form units:
 

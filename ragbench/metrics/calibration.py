@@ -1,4 +1,4 @@
-"""How well a continuous judge score agrees with binary human labels (METHODS.md section 6).
+"""How well a continuous judge score agrees with binary human labels (docs/methods.md, "Rank correlation of measures, and judge calibration").
 
 F1-AUC (Ispas et al.): binarise the scores at th_i = i/10, i = 0..10 (1 when score >= th), take the
 F1 of each binarisation against the human labels, and summarise the 11 values. The paper prints

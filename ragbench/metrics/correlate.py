@@ -1,6 +1,6 @@
 """Which retrieval metric predicts answer quality: rank correlations between metrics of stored runs.
 
-The way Schwartz et al. (METHODS.md section 4) judge a retrieval measure: correlate it with the
+The way Schwartz et al. (docs/methods.md, "Recall-free retrieval measures") judge a retrieval measure: correlate it with the
 graded answer. Two levels:
 - queries: within each run, over its queries (the per-query values in per_query.jsonl), and
   pooled over all runs given;

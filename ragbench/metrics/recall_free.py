@@ -1,4 +1,4 @@
-"""Retrieval measures that do not need the full set of relevant documents (METHODS.md section 4).
+"""Retrieval measures that do not need the full set of relevant documents (docs/methods.md, "Recall-free retrieval measures").
 
 Schwartz, Vasilyev and Sawaya (2025), "How important is Recall for Measuring Retrieval Quality?",
 code PrimerAI/primer-research (recall_role/corr.py). For one query and a cutoff K, with n_p the

@@ -1,5 +1,5 @@
 """`type: relevance_judge`: an LLM grades the top documents of a ranking, for measures that need
-no complete qrels (T_α, E_α, recall-free nDCG; METHODS.md §4) or to fill holes in incomplete ones.
+no complete qrels (T_α, E_α, recall-free nDCG; docs/methods.md, "LLM relevance assessor (UMBRELA)") or to fill holes in incomplete ones.
 
 Each (query, document) pair among the input's top `depth` is graded 0-3 with the UMBRELA
 prompt (Upadhyay et al., 2024, the TREC RAG'24 assessor: 0 unrelated, 1 related but does not

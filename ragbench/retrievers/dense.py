@@ -21,7 +21,7 @@ Search
     faiss_hnsw  faiss IndexHNSWFlat with inner product (approximate), cached; `hnsw.ef_search`
                 is a search-time setting.
 
-Chunking (LongRAG-style MaxP; METHODS.md section 3)
+Chunking (LongRAG-style MaxP; docs/methods.md, "Dense retrieval and MaxP chunking")
     `chunking: {size, stride}` counts tokens of the model's own tokenizer (no special tokens).
     Windows of `size` tokens start every `stride` tokens until one reaches the end of the
     document; each chunk is the original text between its first and last token's characters,
