@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from ragbench.cache import Cache
 from ragbench.config import load_task_card, parse_pipeline, validate_file
+from ragbench.errors import RagbenchError
 from ragbench.progress import Reporter
 from ragbench.rerankers.icr import (
     CALIBRATION_QUERY,
@@ -96,6 +97,24 @@ def test_spans_survive_a_template_that_trims_the_message(llm) -> None:
     assert tok.decode(p.ids[p.query_start:]).startswith(INSTRUCTIONS["qa"])
 
 
+def test_smollm2_gets_its_chat_template_and_refuses_the_llama3_layout(llm, tmp_path: Path) -> None:
+    """SmolLM2 is a llama architecture with ChatML tokens, a model the authors' code refuses:
+    `auto` wraps it in its chat template; forcing llama3 is an error (no header tokens)."""
+    auto = ICR(ICROptions(), StageEnv(Cache(tmp_path), Reporter(quiet=True), "icr"))
+    auto._llm = llm
+    assert llm.model.config.model_type == "llama" and auto.prompt_format == "chat_template"
+    forced = ICR(ICROptions(prompt_format="llama3"), StageEnv(Cache(tmp_path), Reporter(quiet=True), "icr"))
+    forced._llm = llm
+    with pytest.raises(RagbenchError, match="no Llama-3 header tokens"):
+        forced.prompt_format  # noqa: B018
+    mistral = ICR(ICROptions(prompt_format="mistral"), StageEnv(Cache(tmp_path), Reporter(quiet=True), "icr"))
+    mistral._llm = llm
+    p = build_prompt(llm, QUERY, DOCS, INSTRUCTIONS["qa"], prompt_format=mistral.prompt_format)
+    assert p.text.startswith("[INST] Here are some paragraphs:\n\n[1] ")
+    assert p.text.endswith("Query: " + QUERY + "[/INST]")
+    assert [llm.tokenizer.decode(p.ids[a:b]) for a, b in p.doc_spans] == [f"[{i}] {d}" for i, d in enumerate(DOCS, 1)]
+
+
 def test_hook_accumulated_attention_equals_the_brute_force_sum(masses) -> None:
     n = len(masses.real.ids)
     assert masses.s_q.shape == masses.brute_q.shape == (n,)
@@ -119,11 +138,11 @@ def test_outlier_filter_and_sum_worked_by_hand() -> None:
     # doc 2: [2, 2, 2, 2, -6]. mean 0.4, sample std sqrt(51.2 / 4) = 3.5777, threshold -6.755:
     #        everything is kept and the score is 2. (The population std, 3.2, would give a
     #        threshold of -6.0 and drop the -6, giving 8. ICR uses the sample std, like torch.std.)
-    # doc 3: a single token is kept as it is.
+    # doc 3: a single token has no sample std (torch.std gives nan), so nothing is kept: 0.
     c = np.array([1.0] * 9 + [-10.0] + [2, 2, 2, 2, -6] + [0.5])
     spans = [(0, 10), (10, 15), (15, 16)]
     s_na = np.linspace(0.0, 3.0, len(c))  # calibration is subtracted token by token
-    assert document_scores(c + s_na, s_na, spans) == pytest.approx([9.0, 2.0, 0.5])
+    assert document_scores(c + s_na, s_na, spans) == pytest.approx([9.0, 2.0, 0.0])
     # without calibration: the plain sum of the query-span attention, no filter
     assert document_scores(c, None, spans) == pytest.approx([-1.0, 2.0, 0.5])
 
