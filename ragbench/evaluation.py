@@ -2,9 +2,10 @@
 
 IR metrics (ir_measures) see the last stage that ranks documents and the task's qrels.
 Answer metrics see the reader's answers and each query's gold answers (the card's
-`answers_field`); `answer_recall@k` reads the texts of the top-k documents the reader was
-given. Breakdowns group the per-query values by the card's `group_by` fields: a numeric
-popularity field (PopQA's s_pop) by equal-frequency deciles, a list field (FRAMES' reasoning
+`answers_field`); `has_answer` reads the long answer where the reader wrote one (LongRAG's
+substring match); `answer_recall@k` reads the texts of the top-k documents of the last ranking,
+the text field only, as DPR and LongRAG do (`answer_recall_with_title@k`: title and text).
+Breakdowns group the per-query values by the card's `group_by` fields: a numeric popularity field (PopQA's s_pop) by equal-frequency deciles, a list field (FRAMES' reasoning
 types) by each of its values.
 """
 
@@ -20,6 +21,7 @@ from ragbench.metrics.answers import (
     mean_by_group,
     parse_answer_metric,
     popularity_deciles,
+    recall_text,
 )
 from ragbench.metrics.ir import evaluate as evaluate_ir
 from ragbench.pipeline import PipelineResult, StageResult
@@ -69,7 +71,9 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
             if answer is None:
                 continue
             golds = gold_answers(q, task.answers_field)
-            values[q.id] = {m.name: float(m.score(golds, prediction=answer.text)) for m in predicted}  # type: ignore[arg-type]
+            long = answer.long_answer or answer.text
+            values[q.id] = {m.name: float(m.score(golds, prediction=long if m.kind == "has_answer" else answer.text))  # type: ignore[arg-type]
+                            for m in predicted}
             per_query.setdefault(q.id, {}).update(values[q.id])
         for m in predicted:
             if values:
@@ -97,20 +101,27 @@ def experiment_summaries(result: PipelineResult, task: TaskData) -> dict[str, di
 
 def judge_summaries(result: PipelineResult) -> dict[str, dict[str, Any]]:
     """Per judge: answers seen, how many got a score, how many replies were unparseable (and why),
-    and, with several samples, the spread: the standard deviation of each sample's run mean and
-    the mean over answers of the per-answer standard deviation."""
+    for statement judges how many answers were empty (`empty`: scored 0 by correctness, left
+    unscored by faithfulness, never counted as unparsed), and, with several samples, the spread:
+    the standard deviation of each sample's run mean and the mean over answers of the per-answer
+    standard deviation."""
     out = {}
     for judge in result.judges:
         values = [j.value for j in judge.judgements.values()]
         samples = [j.samples for j in judge.judgements.values()]
         n_samples = max((len(s) for s in samples), default=0)
+        empty = {qid for qid, j in judge.judgements.items() if any(d.get("empty") or d.get("failure") == "empty answer" for d in j.details)}
+        unparsed = sum(j.value is None and qid not in empty for qid, j in judge.judgements.items())
         summary: dict[str, Any] = {"metric": judge.spec.cls.metric(judge.spec.options), "model": judge.identity.get("llm", {}).get("model"),  # type: ignore[attr-defined]
-                                   "n": len(values), "judged": sum(v is not None for v in values), "unparsed": sum(v is None for v in values)}
+                                   "n": len(values), "judged": sum(v is not None for v in values), "unparsed": unparsed}
+        if judge.spec.options.method != "rating":  # type: ignore[attr-defined]  # a rating judge reads empty answers like any other
+            summary["empty"] = len(empty)
         failures = Counter(d.get("failure") for j in judge.judgements.values() for d in j.details if d.get("failure"))
         if n_samples > 1 or failures:
             flat = [v for s in samples for v in s]
-            summary.update(samples=n_samples, sample_values=len(flat), sample_unparsed=sum(v is None for v in flat),
-                           unparsed_share=sum(v is None for v in flat) / len(flat) if flat else None, failures=dict(failures))
+            none = sum(v is None for v in flat) - failures.get("empty answer", 0)  # an empty answer is not a parse failure
+            summary.update(samples=n_samples, sample_values=len(flat), sample_unparsed=none,
+                           unparsed_share=none / len(flat) if flat else None, failures=dict(failures))
         if n_samples > 1:
             means = []
             for i in range(n_samples):
@@ -142,9 +153,9 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]) -> 
         for q in task.queries:
             golds = gold_answers(q, task.answers_field)
             docids = stage.ranking(q.id).docids
-            texts = [view.corpus[d].contents(("title", "text")) for d in docids if view.corpus is not None and d in view.corpus]
+            docs = [view.corpus[d] for d in docids if view.corpus is not None and d in view.corpus]
             for m in recall:
-                value = float(m.score(golds, texts=texts))
+                value = float(m.score(golds, texts=[recall_text(doc.title, doc.text, m.with_title) for doc in docs]))
                 scored[m.name].append(value)
                 per_query.setdefault(q.id, {})[m.name] = value
         aggregate.update({name: sum(v) / len(v) for name, v in scored.items() if v})

@@ -1,4 +1,4 @@
-"""Statement-level judging (METHODS.md §6): the parser P counts labels with the paper's regexes,
+"""Statement-level judging (docs/methods.md, Statement-level faithfulness and correctness (Ispas et al.)): the parser P counts labels with the paper's regexes,
 and scores are the stated ratios. Hand-written replies, so every expected value is worked by hand."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def test_scores_are_the_papers_ratios() -> None:
     counts = {"TP": 2, "FP": 1, "FN": 2}
     assert score(counts, "correctness") == 0.5  # recall: 2 / (2 + 2)
     assert score(counts, "correctness", "f1") == pytest.approx(2 / (2 + 1.5))
-    assert score({"TP": 0, "FP": 3, "FN": 0}, "correctness") is None  # 0/0: no score, not zero
+    assert score({"TP": 0, "FP": 3, "FN": 0}, "correctness") == 0.0  # verdicts, all FP: every gold statement is an FN
+    assert score({"TP": 0, "FP": 0, "FN": 0}, "correctness") is None  # no verdict at all: unparseable
 
 
 def test_correctness_counts_tp_fp_fn() -> None:
@@ -98,7 +99,9 @@ def test_statement_judges_end_to_end_through_a_server(vllm_server, tmp_path) -> 
         method, parser = ("faithfulness", "r2") if r["stage"] == "faith" else ("correctness", "r1")
         assert len(r["samples"]) == len(r["details"]) == (2 if method == "faithfulness" else 1)
         for value, detail in zip(r["samples"], r["details"], strict=True):
-            if detail["failure"] is None:  # the evaluator's reply is the last output of its sample
+            if detail.get("empty") and method == "correctness":  # an empty answer scores 0 without a judge call
+                assert value == 0.0 and detail["failure"] is None
+            elif detail["failure"] is None:  # the evaluator's reply is the last output of its sample
                 reply = next(o for o in reversed(r["outputs"]) if count_labels(o, method, parser) == detail["counts"])
                 assert value == score(count_labels(reply, method, parser), method)
             else:
@@ -108,6 +111,8 @@ def test_statement_judges_end_to_end_through_a_server(vllm_server, tmp_path) -> 
     judges = json.loads((run / "metrics.json").read_text())["judges"]
     faith = judges["faith"]
     assert faith["metric"] == "faithfulness" and faith["samples"] == 2 and faith["sample_values"] == 6
-    assert faith["sample_unparsed"] == sum(v is None for r in rows if r["stage"] == "faith" for v in r["samples"])
+    assert faith["sample_unparsed"] == sum(v is None and not d.get("empty") for r in rows if r["stage"] == "faith"
+                                           for v, d in zip(r["samples"], r["details"], strict=True))
+    assert faith["empty"] == sum(any(d.get("empty") for d in r["details"]) for r in rows if r["stage"] == "faith")
     assert len(faith["sample_means"]) == 2
     print(f"\nREPORT statement judges (SmolLM2 via vLLM) on 3 PopQA answers: {judges}")

@@ -1,10 +1,11 @@
 """Answer-quality metrics, one query at a time; the caller aggregates.
 
-Each metric copies the rule of the paper whose numbers it is compared with (METHODS.md §3, §7):
-SQuAD v1.1 EM/F1, PopQA's substring accuracy, DPR's ``has_answer`` (used by LongRAG's answer
-recall) and a FRAMES-style TRUE/FALSE judge. They disagree on purpose. Unicode is where it
-shows: SQuAD and PopQA compare code points as given, DPR decomposes (NFD) first, and none of
-them folds accents, so "Zürich" never matches "Zurich".
+Each metric copies the rule of the paper whose numbers it is compared with (docs/methods.md,
+sections SQuAD EM/F1, PopQA accuracy, DPR has_answer and answer recall, LongRAG EM): SQuAD v1.1
+EM/F1, PopQA's substring accuracy, DPR's ``has_answer`` (used by LongRAG's answer recall),
+LongRAG's EM and a FRAMES-style TRUE/FALSE judge. They disagree on purpose. Unicode is where it
+shows: SQuAD and PopQA compare code points as given, DPR and LongRAG decompose (NFD) first, and
+none of them folds accents, so "Zürich" never matches "Zurich".
 
 ``golds`` is a list of acceptable answers (a bare string counts as one answer). An empty list
 raises ValueError, because a query with no gold answer cannot be scored.
@@ -61,6 +62,15 @@ def exact_match(prediction: str, golds: Golds) -> float:
     return float(any(p == normalize_answer(g) for g in _golds(golds)))
 
 
+def longrag_exact_match(prediction: str, golds: Golds) -> float:
+    """LongRAG's EM (TIGER-AI-Lab/LongRAG, utils/eval_util.py ``single_ans_em``; its ``_normalize``
+    is in utils/wiki_util.py): both sides are decomposed to Unicode NFD, then SQuAD-normalised and
+    compared; the maximum over the gold answers. Unlike SQuAD's EM, precomposed "ü" (NFC) and
+    "u" + U+0308 (NFD) are equal; accents are still not folded, so "Zürich" != "Zurich"."""
+    p = normalize_answer(unicodedata.normalize("NFD", prediction))
+    return float(any(p == normalize_answer(unicodedata.normalize("NFD", g)) for g in _golds(golds)))
+
+
 def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if same == 0:  # v1.1 rule: this also gives 0 when both sides are empty (v2.0 gives 1)
@@ -76,15 +86,15 @@ def f1(prediction: str, golds: Golds) -> float:
 
 
 def token_recall(prediction: str, golds: Golds) -> float:
-    """Bag-of-tokens recall (InstructQA; the correctness baseline of Ispas et al., METHODS.md section 6):
+    """Bag-of-tokens recall (InstructQA; the correctness baseline of Ispas et al., docs/methods.md, token_recall):
     the share of a gold answer's SQuAD-normalised tokens that the prediction contains, counted with
-    multiplicity; the maximum over the gold answers. A gold that normalises to nothing scores 0."""
+    multiplicity; the maximum over the gold answers. A gold that normalises to nothing scores 1, as in
+    InstructQA's ``Recall`` (McGill-NLP/instruct-qa, instruct_qa/evaluation/metrics.py)."""
     p = Counter(normalize_answer(prediction).split())
     best = 0.0
     for g in _golds(golds):
         gold = Counter(normalize_answer(g).split())
-        if gold:
-            best = max(best, sum((p & gold).values()) / sum(gold.values()))
+        best = max(best, sum((p & gold).values()) / sum(gold.values()) if gold else 1.0)
     return best
 
 
@@ -94,9 +104,10 @@ def popqa_acc(prediction: str, golds: Golds) -> float:
     """PopQA (Mallen et al. 2023): 1.0 if some gold ``pa`` is a raw substring of the prediction.
 
     A gold matches in its given form, as ``pa.lower()`` or as ``pa.capitalize()``; nothing else is
-    normalised. An empty gold string would match every prediction, so empty golds are skipped.
+    normalised (AlexTMallen/adaptive-retrieval, run_model.py). As there, an empty gold string is a
+    substring of every prediction (PopQA has none).
     """
-    return float(any(pa and (pa in prediction or pa.lower() in prediction or pa.capitalize() in prediction)
+    return float(any((pa in prediction or pa.lower() in prediction or pa.capitalize() in prediction)
                      for pa in _golds(golds)))
 
 
@@ -123,11 +134,19 @@ def _contains(tokens: list[str], needle: list[str]) -> bool:
 def has_answer(text: str, golds: Golds) -> bool:
     """DPR's ``has_answer`` (match_type "string"): some gold is a contiguous run of the text's tokens.
 
-    One deviation from DPR: a gold with no tokens (for example "" or " ") is skipped. DPR would
-    count it as found in every text.
+    As in DPR (facebookresearch/DPR, dpr/data/qa_validation.py) and LongRAG's copy
+    (``has_correct_answer``), a gold with no tokens (for example "" or " ") is found in every text.
     """
     tokens = dpr_tokens(text)
-    return any(needle and _contains(tokens, needle) for needle in map(dpr_tokens, _golds(golds)))
+    return any(not needle or _contains(tokens, needle) for needle in map(dpr_tokens, _golds(golds)))
+
+
+def recall_text(title: str, text: str, with_title: bool = False) -> str:
+    """The text answer recall searches in a document: its text only, as DPR's ``check_answer``
+    (facebookresearch/DPR, dpr/data/qa_validation.py: ``doc[0]``) and LongRAG's retrieval check
+    (TIGER-AI-Lab/LongRAG, eval/eval_qa.py: the context, titles apart) read it. ``with_title``
+    (metric names ``answer_recall_with_title@k``) prefixes the title as DPR's ``use_title`` does."""
+    return f"{title} . {text}" if with_title and title else text
 
 
 def answer_recall(texts: Sequence[str], golds: Golds, k: int, joined: bool = False) -> float:
@@ -135,7 +154,8 @@ def answer_recall(texts: Sequence[str], golds: Golds, k: int, joined: bool = Fal
 
     With ``joined=False`` (the default, as in DPR) each text is checked on its own. With
     ``joined=True`` (as in LongRAG's AR@k) the top-k texts are joined with spaces and checked
-    once, so an answer that runs across the boundary between two texts also counts.
+    once, so an answer that runs across the boundary between two texts also counts. The caller
+    builds each text with ``recall_text`` (the document's text only, unless the metric asks for the title).
     """
     if k < 1:
         raise ValueError(f"answer_recall needs k >= 1, got {k}")
@@ -215,17 +235,20 @@ Needs = Literal["prediction", "retrieved", "judge"]
 class AnswerMetric:
     """A named answer metric and the inputs the caller must supply for it.
 
-    ``needs``: "prediction" means the reader's answer, "retrieved" means the retrieved texts in
-    rank order (answer recall), and "judge" means the score of a `type: judge` stage
+    ``needs``: "prediction" means the reader's answer (for has_answer, the long answer where the
+    reader wrote one, as LongRAG's substring match reads it), "retrieved" means the retrieved texts
+    in rank order (answer recall; ``with_title``: each text with its title), and "judge" means the score of a `type: judge` stage
     (judge_acc: a rating judge, whose raw reply `score` can also parse; faithfulness and
     correctness: the statement judges' scores).
     """
 
     name: str
-    kind: Literal["EM", "F1", "popqa_acc", "token_recall", "answer_recall", "judge_acc", "faithfulness", "correctness"]
+    kind: Literal["EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "has_answer", "answer_recall", "judge_acc",
+                  "faithfulness", "correctness"]
     needs: Needs
     k: int | None = None
     joined: bool = False
+    with_title: bool = False
 
     def score(self, golds: Golds, *, prediction: str | None = None, texts: Sequence[str] | None = None,
               judgement: str | None = None) -> float | None:
@@ -244,27 +267,33 @@ class AnswerMetric:
             return None if verdict is None else float(verdict)
         if prediction is None:
             raise ValueError(f"{self.name} needs the reader's prediction")
-        return {"EM": exact_match, "F1": f1, "popqa_acc": popqa_acc, "token_recall": token_recall}[self.kind](prediction, golds)
+        scorers = {"EM": exact_match, "longrag_EM": longrag_exact_match, "F1": f1, "popqa_acc": popqa_acc,
+                   "token_recall": token_recall, "has_answer": lambda p, g: float(has_answer(p, g))}
+        return scorers[self.kind](prediction, golds)
 
 
-KNOWN_ANSWER_METRICS = ("EM", "F1", "popqa_acc", "token_recall", "answer_recall@k", "answer_recall_joined@k", "judge_acc",
-                        "faithfulness", "correctness")
-_RECALL = re.compile(r"answer_recall(_joined)?@(\d+)", re.IGNORECASE)
+KNOWN_ANSWER_METRICS = ("EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "has_answer", "answer_recall@k",
+                        "answer_recall_joined@k", "answer_recall_with_title@k", "answer_recall_joined_with_title@k",
+                        "judge_acc", "faithfulness", "correctness")
+_RECALL = re.compile(r"answer_recall(_joined)?(_with_title)?@(\d+)", re.IGNORECASE)
+_Simple = Literal["EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "has_answer", "judge_acc", "faithfulness", "correctness"]
 
 
 def parse_answer_metric(name: str) -> AnswerMetric:
     """Map a metric name from a YAML file to an AnswerMetric (case-insensitive). Unknown names raise ValueError."""
     key = name.strip()
-    simple: dict[str, tuple[Literal["EM", "F1", "popqa_acc", "token_recall", "judge_acc", "faithfulness", "correctness"], Needs]] = {
-        "em": ("EM", "prediction"), "f1": ("F1", "prediction"), "token_recall": ("token_recall", "prediction"),
+    simple: dict[str, tuple[_Simple, Needs]] = {
+        "em": ("EM", "prediction"), "longrag_em": ("longrag_EM", "prediction"), "f1": ("F1", "prediction"),
+        "token_recall": ("token_recall", "prediction"), "has_answer": ("has_answer", "prediction"),
         "popqa_acc": ("popqa_acc", "prediction"), "judge_acc": ("judge_acc", "judge"),
         "faithfulness": ("faithfulness", "judge"), "correctness": ("correctness", "judge")}
     if key.lower() in simple:
         kind, needs = simple[key.lower()]
         return AnswerMetric(name, kind, needs)
     m = _RECALL.fullmatch(key)
-    if m and int(m.group(2)) >= 1:
-        return AnswerMetric(name, "answer_recall", "retrieved", k=int(m.group(2)), joined=bool(m.group(1)))
+    if m and int(m.group(3)) >= 1:
+        return AnswerMetric(name, "answer_recall", "retrieved", k=int(m.group(3)), joined=bool(m.group(1)),
+                            with_title=bool(m.group(2)))
     raise ValueError(f"unknown answer metric '{name}'; known: {', '.join(KNOWN_ANSWER_METRICS)} (k a positive integer)")
 
 
@@ -285,7 +314,7 @@ def popularity_deciles(values: Sequence[float]) -> list[int]:
 
 
 def log_popularity_bins(values: Sequence[float], n_bins: int = 10) -> list[int]:
-    """Equal-width bins of ln(value), as in PopQA's adaptive-retrieval notebook (METHODS.md §7).
+    """Equal-width bins of ln(value), as in PopQA's adaptive-retrieval notebook (docs/methods.md, PopQA accuracy).
 
     This is the alternative to equal-frequency deciles. Bins are [lo + i*w, lo + (i+1)*w), and
     the maximum goes in the last bin. Values must be > 0.

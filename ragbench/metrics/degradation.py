@@ -1,4 +1,4 @@
-"""Scores the hard-negative experiment (METHODS.md §5): accuracy per condition, HND, drops, k*.
+"""Scores the hard-negative experiment (docs/methods.md, Hard negatives (Jin et al.)): accuracy per condition, HND, drops, k*.
 
 - Acc_R(m): the share of queries with a gold passage answered right when reading the gold
   passage and m negatives from source R (m = 0: the gold passage alone, shared by all sources).
@@ -8,13 +8,16 @@
 - Inverted U, per ordering: Acc(k) for the top-k of plain retrieval, k* = argmax_k Acc(k)
   (the smallest k on ties) and peak drop = Acc(k*) - Acc(k_max).
 
-Each accuracy comes with its standard error (binomial, sqrt(p(1-p)/n)) because the curves are
-read by eye and the differences between sources can be smaller than the noise.
+Each accuracy comes with its standard error (`standard_error`: binomial sqrt(p(1-p)/n) when every
+value is 0 or 1, as popqa_acc and EM give; the sample SD over sqrt(n) otherwise, as F1 and
+token_recall give) because the curves are read by eye and the differences between sources can
+be smaller than the noise.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,27 @@ from ragbench.types import Probe, TaskData
 RANDOM = "random"
 
 
+def standard_error(values: list[float]) -> float:
+    """Standard error of the mean of per-query values (docs/methods.md, standard errors of accuracies).
+
+    Binary values (every one 0 or 1): the binomial sqrt(p(1-p)/n). Otherwise the sample standard
+    deviation (ddof = 1) over sqrt(n), which is the binomial formula's generalisation; the binomial
+    formula applied to graded scores such as F1 would overstate the spread. nan for n = 0, and for
+    n = 1 with non-binary values (no spread to estimate).
+    """
+    n = len(values)
+    if n == 0:
+        return float("nan")
+    if all(v in (0.0, 1.0) for v in values):
+        p = sum(values) / n
+        return math.sqrt(p * (1 - p) / n)
+    return statistics.stdev(values) / math.sqrt(n) if n > 1 else float("nan")
+
+
 def _cell(values: list[float], used: list[int]) -> dict[str, Any]:
     n = len(values)
     acc = sum(values) / n if n else float("nan")
-    return {"acc": acc, "se": math.sqrt(acc * (1 - acc) / n) if n else float("nan"), "n": n,
+    return {"acc": acc, "se": standard_error(values), "n": n,
             "used_mean": sum(used) / n if n else float("nan"), "capped": None}
 
 

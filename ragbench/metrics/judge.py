@@ -5,13 +5,16 @@ Methods (each gives one per-query score named after it, see `METRIC`):
   question, the answer and the gold answer, explains, and ends with TRUE or FALSE, read by
   `parse_judgement`, a fixed rule (the last labelled decision, negations respected).
 - `faithfulness` -> `faithfulness`: statement-level support of the answer by the context the
-  reader read (METHODS.md §6, `metrics/statements.py`): split, label PASSED / FAILED, count.
+  reader read (docs/methods.md, Statement-level faithfulness and correctness (Ispas et al.);
+  `metrics/statements.py`): split, label PASSED / FAILED, count.
 - `correctness` -> `correctness`: statement-level TP / FP / FN of the answer against the gold
   answer; recall TP/(TP+FN), or F1 with `score: f1`.
 
 `samples: n` judges each answer n times (seeds seed, seed+1, ...; temperature 1 by default when
 n > 1, the paper's setting) and the score is the mean of the parseable samples; each sample's
-value is stored, and the run reports the spread. A reply with no verdict (or a split with no
+value is stored, and the run reports the spread. A reply with any verdict is scored (correctness
+with only FP verdicts scores 0); an empty answer scores 0 for correctness and stays unscored for
+faithfulness, and is counted as `empty`. Only a reply with no verdict (or a split with no
 statements) is kept as unparseable (None), counted in the run and left out, never scored as
 wrong. Prompts, replies, seed and model are stored per query (judgements.jsonl) and in
 config.lock.yaml. A task with several gold aliases (PopQA) shows the first as the gold answer
@@ -69,6 +72,7 @@ def gold_text(golds: list[str], max_aliases: int) -> str:
 
 class Judge(UsesLLM, Stage):
     kind = "judge"
+    version = "2"  # 2: FP-only correctness replies and empty answers score 0 (were unparseable)
     Options = JudgeOptions
     min_inputs = 1
     max_inputs = 1
@@ -152,8 +156,9 @@ class Judge(UsesLLM, Stage):
             # S: split the answer (and the gold answer, for correctness)
             todo = []
             for q, a in pairs:
-                if not a.text.strip():
-                    samples[q.id] = st.Sample(None, failure="empty answer")
+                if not a.text.strip():  # states nothing: every gold statement is an FN (recall 0); faithfulness is 0/0
+                    samples[q.id] = (st.Sample(0.0, empty=True) if o.method == "correctness"
+                                     else st.Sample(None, failure="empty answer", empty=True))
                 elif o.method == "faithfulness" and not a.context_ids:
                     samples[q.id] = st.Sample(None, failure="no context")
                 else:

@@ -1,4 +1,5 @@
-"""Statement-level faithfulness and correctness (Ispas et al., ICLR'25 workshop; METHODS.md §6).
+"""Statement-level faithfulness and correctness (Ispas et al., ICLR'25 workshop; docs/methods.md,
+Statement-level faithfulness and correctness (Ispas et al.)).
 
 Three steps, only the first two asking an LLM:
 - **S, simplify**: the answer (and, for correctness, the gold answer) is split into atomic,
@@ -14,9 +15,17 @@ Three steps, only the first two asking an LLM:
   label per statement), which needs a vLLM backend.
 
 Scores: faithfulness = PASSED / (PASSED + FAILED); correctness = TP / (TP + FN) (the recall
-the paper uses) or, with `score: f1`, TP / (TP + (FP + FN) / 2). A step whose reply cannot be
-parsed (no statements, no verdict) gives no score: the sample is unparseable, counted, and
-left out, never scored as zero.
+the paper uses) or, with `score: f1`, TP / (TP + (FP + FN) / 2).
+
+What is scored and what is unparseable:
+- An evaluator reply with at least one verdict is parsed. Correctness with TP + FN = 0 but
+  FP > 0 scores 0: every answer statement is unsupported, so by the paper's definition every
+  gold statement is an FN (the judge merely did not list them), and recall is 0, not missing.
+- An empty answer states nothing. Correctness scores it 0 (TP = 0, every gold statement an FN)
+  without asking the judge; faithfulness (PASSED / (PASSED + FAILED) over no statements) is 0/0
+  and stays unscored. Both are flagged `empty` and counted apart (metrics.json `judges.*.empty`).
+- Only a reply with no verdict at all, or a split with no statements, is unparseable: counted
+  and left out, never scored as zero.
 """
 
 from __future__ import annotations
@@ -138,13 +147,20 @@ def json_schema(method: str, n_answer: int, n_gold: int = 0) -> str:
 
 
 def score(counts: dict[str, int], method: str, kind: Literal["recall", "f1"] = "recall") -> float | None:
-    """Faithfulness PASSED/(PASSED+FAILED); correctness TP/(TP+FN) or TP/(TP+(FP+FN)/2); None if 0/0."""
+    """Faithfulness PASSED/(PASSED+FAILED); correctness TP/(TP+FN) or TP/(TP+(FP+FN)/2).
+
+    None only when no label was counted at all. Recall with TP + FN = 0 and FP > 0 is 0: the
+    paper defines FN as every gold statement no answer statement supports, so an answer whose
+    statements are all FP leaves every gold statement an FN, whether the judge listed them or not.
+    """
     if method == "faithfulness":
         den = counts["PASSED"] + counts["FAILED"]
         return counts["PASSED"] / den if den else None
     tp, fp, fn = counts["TP"], counts["FP"], counts["FN"]
+    if tp + fp + fn == 0:
+        return None
     den = tp + fn if kind == "recall" else tp + 0.5 * (fp + fn)
-    return tp / den if den else None
+    return tp / den if den else 0.0
 
 
 def numbered(statements: list[str]) -> str:
@@ -153,14 +169,15 @@ def numbered(statements: list[str]) -> str:
 
 @dataclass
 class Sample:
-    """One judging of one answer: statements, label counts, score (None: unparseable, and why)."""
+    """One judging of one answer: statements, label counts, score (None: not scored, and why in `failure`)."""
 
     value: float | None
     statements: list[str] = field(default_factory=list)
     gold_statements: list[str] = field(default_factory=list)
     counts: dict[str, int] | None = None
-    failure: str | None = None  # "split" (no statements), "verdict" (no label), "empty answer", "no ground truth"
+    failure: str | None = None  # "split" (no statements), "verdict" (no label), "empty answer" (faithfulness), "no context"
+    empty: bool = False  # the answer was empty: correctness scores it 0, faithfulness leaves it unscored
 
     def to_json(self) -> dict[str, Any]:
         return {"value": self.value, "statements": self.statements, "gold_statements": self.gold_statements,
-                "counts": self.counts, "failure": self.failure}
+                "counts": self.counts, "failure": self.failure, "empty": self.empty}
