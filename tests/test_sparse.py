@@ -334,12 +334,13 @@ def test_promptreps_vectors_use_only_the_texts_own_tokens(promptreps):
     # stopwords and punctuation never make candidates
     the = promptreps.tokenizer.encode("the", add_special_tokens=False)
     assert not set(the) & promptreps.candidate_ids("fox, the dog!")
-    # a text with more than 128 distinct word tokens is capped at 128
+    # a text with more than 128 distinct word tokens is capped at 128 (candidates: the full text, as PromptReps)
     vocab = promptreps.tokenizer.get_vocab()
     words = sorted(t[1:] for t in vocab if t.startswith("Ġ") and t[1:].isalpha() and t[1:].islower() and len(t) > 6)
     long_text = " ".join(words[::max(1, len(words) // 250)][:250])
     (vec,), _ = promptreps.encode([long_text], is_query=False)
-    assert len(promptreps.candidate_ids(promptreps.truncate([long_text])[0])) > 128 and len(vec) == 128
+    assert len(promptreps.candidate_ids(long_text)) > 128 and len(vec) == 128
+    assert set(vec) <= promptreps.candidate_ids(long_text)
 
 
 def test_promptreps_batching_and_expansion(promptreps):

