@@ -1,16 +1,18 @@
 """`type: hard_negatives`: how answer quality falls as a reader reads more, and harder, passages.
 
-Two probes per query (METHODS.md §5, Jin et al., ICLR 2025), both answered by this stage's
-reader (all `type: reader` options apply: llm, prompt, fields, max_new_tokens...):
+Two probes per query (docs/methods.md, "Hard negatives and the inverted U"; Jin et al., ICLR 2025),
+both answered by this stage's reader (all `type: reader` options apply: llm, prompt, fields, max_new_tokens...):
 
 - **Hard negatives.** For a query with a gold passage g (a qrels-relevant document that
   contains a gold answer, DPR `has_answer`), the context is g plus m negatives, m over `m`
   (default 0, 5, 10, 20, 40). Negatives come from each source: every input stage (its
   top-ranked documents, best first) and, with `random: true`, documents drawn at random.
-  A negative is never relevant in the qrels and never contains a gold answer. g sits at a
-  position drawn from (seed, query, m), the same for every source, so sources differ only in
-  which negatives they bring. m is capped by the context: negatives that do not fit the
-  token budget are left out, and the number actually read is stored with the trial.
+  A negative is never relevant in the qrels and never contains a gold answer. m is capped by
+  the context: negatives that do not fit the token budget are left out (as are those a source
+  does not have), and the number actually read is stored with the trial. g sits at a position
+  drawn from (seed, query, m) among the positions every source can offer, 0..min over sources
+  of the negatives read, so it is the same for every source and sources differ only in which
+  (and, when capped, how many) negatives they bring.
 - **Inverted U.** The context is the top-k of `curve` (default: the first input), k over
   `k`, in score order and with Jin et al.'s reordering (best passages at both ends).
 
@@ -69,9 +71,15 @@ class HardNegativeOptions(ReaderOptions):
         return v
 
 
-def gold_position(seed: int, qid: str, m: int) -> int:
-    """Where the gold passage goes among m negatives: the same for every source (0 = first)."""
-    return random.Random(f"{seed}:{qid}:{m}").randint(0, m)
+def gold_position(seed: int, qid: str, m: int, cap: int | None = None) -> int:
+    """Where the gold passage goes among the negatives at grid point m: the same for every source (0 = first).
+
+    `cap` is the fewest negatives any source read at this m (context budget, short rankings): the
+    position is drawn from 0..cap so it exists in every source's context. Uncapped (cap = m), the
+    draw is the one from 0..m, so runs where nothing is capped keep their positions.
+    """
+    cap = m if cap is None else min(cap, m)
+    return random.Random(f"{seed}:{qid}:{m}").randint(0, cap)
 
 
 def draws(rng: random.Random, n: int) -> Any:
@@ -86,6 +94,9 @@ def draws(rng: random.Random, n: int) -> Any:
 
 class HardNegatives(Reader):
     kind = "experiment"
+    # the reader's version (prompt, answer rule) plus this stage's own; hn2: the gold position is shared
+    # by all sources even when the context caps some of them
+    version = f"{Reader.version}.hn2"
     Options = HardNegativeOptions
     min_inputs = 1
     max_inputs = 8
@@ -129,8 +140,8 @@ class HardNegatives(Reader):
                 out.append(d)
         return out
 
-    def fit(self, gold: str, negatives: list[str], position: int) -> list[str]:
-        """Gold plus the leading negatives that fit the token budget, gold at `position` (or last, if fewer fit)."""
+    def fit(self, gold: str, negatives: list[str]) -> list[str]:
+        """The leading negatives that fit the token budget next to the gold passage."""
         budget = self.budget() - (self.llm.count_tokens(self.passage(gold)) + 2)
         kept: list[str] = []
         for d in negatives:
@@ -139,7 +150,27 @@ class HardNegatives(Reader):
                 break
             kept.append(d)
             budget -= n
-        return kept[:position] + [gold] + kept[position:]
+        return kept
+
+    def negative_trials(self, query: Query, golds: list[str], gold: str, rankings: dict[str, Ranking | None]) -> list[dict[str, Any]]:
+        """Gold plus m negatives per source and m, the gold at one position per (query, m) shared by all sources.
+
+        A source whose negatives are capped (budget, short ranking) must not move the gold: the
+        position is drawn under the smallest cap across sources, so it exists in every context.
+        """
+        o = self.options
+        out: list[dict[str, Any]] = []
+        for m in o.m:
+            kept: dict[str, list[str]] = {"none": []}  # m = 0: the gold passage alone, shared by all sources
+            if m > 0:
+                kept = {s: self.fit(gold, self.negatives(query, golds, s, rankings.get(s), m)) for s in self.sources()}
+            cap = min(len(negs) for negs in kept.values())
+            position = gold_position(o.seed, query.id, m, cap)
+            for source, negs in kept.items():
+                context = negs[:position] + [gold] + negs[position:]
+                out.append({"probe": "negatives", "source": source, "m": m, "m_used": len(negs), "m_shared": cap,
+                            "gold": gold, "gold_position": position, "context_ids": context})
+        return out
 
     # -- the stage ------------------------------------------------------------------------------
     def sources(self) -> list[str]:
@@ -151,13 +182,7 @@ class HardNegatives(Reader):
         out: list[dict[str, Any]] = []
         gold = self.gold(query, golds)
         if gold is not None:
-            for m in o.m:
-                position = gold_position(o.seed, query.id, m)
-                for source in (["none"] if m == 0 else self.sources()):
-                    negs = [] if m == 0 else self.negatives(query, golds, source, rankings.get(source), m)
-                    context = self.fit(gold, negs, position)
-                    out.append({"probe": "negatives", "source": source, "m": m, "m_used": len(context) - 1,
-                                "gold": gold, "gold_position": context.index(gold), "context_ids": context})
+            out += self.negative_trials(query, golds, gold, rankings)
         curve = o.curve or self.env.inputs[0]
         ranking = rankings.get(curve)
         for k in o.k if ranking is not None else ():
