@@ -3,14 +3,18 @@
 The prompt holds the top `top_k` documents (title, then text) that fit a token budget, in
 the order `order` says, then the question:
 - `score`: best first; `reverse`: best last, next to the question;
-- `both_ends`: Jin et al.'s retrieval reordering (METHODS.md §5): d1, d3, d5, ..., d6, d4, d2,
+- `both_ends`: Jin et al.'s retrieval reordering (docs/methods.md, "Reader"): d1, d3, d5, ..., d6, d4, d2,
   the highest-scored passages at both ends of the context, where long-context LLMs read best.
 
 Answers come in one step (the reply is the answer) or LongRAG's two (a long answer from the
 context, then a short answer extracted from it with few-shot examples). `closed_book: true`
 reads nothing (PopQA's no-retrieval baseline, FRAMES' 0.408 setting). `adaptive` retrieves
 only for queries whose popularity field (PopQA `s_pop`) is below a threshold and answers the
-rest closed-book, as Mallen et al.'s adaptive retrieval does.
+rest closed-book, as Mallen et al.'s adaptive retrieval does. `popqa:` replaces the prompt with
+Mallen et al.'s own ("Q: ... A:" with 15 demonstrations from other relations; readers/fewshot.py).
+
+The reply becomes the answer by `answer_rule` (readers/answer_rules.py): by default LongRAG's
+rule for the two-step reader and PopQA's (first line) for the one-step reader.
 
 Every prompt and raw reply is kept in the Answer, so the run folder's answers.jsonl shows
 exactly what the model read and wrote.
@@ -20,11 +24,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Chat, Sampling
 from ragbench.llm.stage import LLMOptions, UsesLLM
+from ragbench.readers.answer_rules import AnswerRule, clean_answer, extract_answer
+from ragbench.readers.fewshot import QA_TEMPLATE, DemoSampler, PopQAPromptOptions, popqa_prompt
 from ragbench.stage import Stage, StageOptions
 from ragbench.types import Answer, Corpus, Query, Ranking, TaskData
 
@@ -33,10 +39,12 @@ RAG_PROMPT = ("Answer the question based on the given passages. Only give me the
 CLOSED_BOOK_PROMPT = "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
 LONG_PROMPT = ("Answer the question based on the given passages. Use the exact words of the passages where you can, "
                "and answer in one or two sentences.\n\nThe following are given passages.\n{context}\n\nQuestion: {question}\nAnswer:")
+# LongRAG's extraction prompt (utils/gpt_inference.py, extract_answer), its layout kept: no space after
+# "redundant words.", "Here are some examples: " before the demos, a space after the last "Short Answer:"
 EXTRACT_PROMPT = ("As an AI assistant, you have been provided with a question and its long answer. Your task is to derive a "
                   "very concise short answer, extracting a substring from the given long answer. Short answer is typically "
-                  "an entity without any other redundant words. It's important to ensure that the output short answer "
-                  "remains as simple as possible.\n\n{examples}Question: {question}\nLong Answer: {long_answer}\nShort Answer:")
+                  "an entity without any other redundant words.It's important to ensure that the output short answer "
+                  "remains as simple as possible.\n\n{examples}Question: {question}\nLong Answer: {long_answer}\nShort Answer: ")
 
 
 class Example(StageOptions):
@@ -72,6 +80,16 @@ class ReaderOptions(LLMOptions):
     prompt: str | None = Field(None, description="user-turn template with {context} and {question} (closed book: {question}); default: LongRAG's NQ-style prompt")
     examples: tuple[Example, ...] = Field(DEFAULT_EXAMPLES, description="few-shot demos for the short-answer extraction (steps: 2)")
     adaptive: AdaptiveOptions | None = Field(None, description="{field, threshold}: retrieve only for less popular subjects")
+    popqa: PopQAPromptOptions | None = Field(None, description="Mallen et al.'s prompt: 'Q: ... A:' after few-shot demos "
+                                                               "{shots, seed, relation_field, answer_field, other_relations}")
+    answer_rule: AnswerRule | None = Field(None, description="popqa: first line (Mallen et al.) | longrag: after the first "
+                                                             "'answer:' (LongRAG) | lenient; default: longrag for steps 2, else popqa")
+
+    @model_validator(mode="after")
+    def _popqa_is_one_step(self) -> ReaderOptions:
+        if self.popqa is not None and self.steps != 1:
+            raise ValueError("popqa: Mallen et al.'s prompt is answered in one step; set steps: 1")
+        return self
 
 
 def both_ends(items: list[Any]) -> list[Any]:
@@ -79,17 +97,10 @@ def both_ends(items: list[Any]) -> list[Any]:
     return items[0::2] + items[1::2][::-1]
 
 
-def clean_answer(text: str) -> str:
-    """The reply as an answer: after the last 'answer:' if the model wrote one (LongRAG's rule), first line, trimmed."""
-    low = text.lower()
-    if "answer:" in low:
-        text = text[low.rindex("answer:") + len("answer:"):]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
 class Reader(UsesLLM, Stage):
     kind = "reader"
+    #: 2: answers cut by `answer_rule` (PopQA's first line, LongRAG's first 'answer:'), LongRAG's extraction prompt
+    version = "2"
     Options = ReaderOptions
     min_inputs = 0
     max_inputs = 1
@@ -97,8 +108,19 @@ class Reader(UsesLLM, Stage):
     options: ReaderOptions
 
     def prepare(self, task: TaskData) -> None:
-        self.corpus: Corpus | None = task.corpus
+        self.prepare_prompts(task)
         self.llm  # noqa: B018 - load the model now, not inside the first batch
+
+    def prepare_prompts(self, task: TaskData) -> None:
+        """What the prompts take from the task (its corpus; PopQA's demonstration pool: its questions); no model."""
+        self.corpus: Corpus | None = task.corpus
+        o = self.options
+        self.demo_sampler = DemoSampler(task.queries, o.popqa, f"stage {self.env.stage_id}") if o.popqa and o.popqa.shots else None
+
+    @property
+    def rule(self) -> AnswerRule:
+        """The answer rule: the option, else the authors' rule of the reader's method."""
+        return self.options.answer_rule or ("longrag" if self.options.steps == 2 else "popqa")
 
     # -- prompts -------------------------------------------------------------------------------
     def passage(self, docid: str) -> str:
@@ -120,7 +142,11 @@ class Reader(UsesLLM, Stage):
         if o.context_tokens:
             return o.context_tokens
         template = o.prompt or (LONG_PROMPT if o.steps == 2 else RAG_PROMPT)
+        if o.popqa is not None:
+            template = QA_TEMPLATE
         overhead = self.llm.prompt_tokens([{"role": "user", "content": template}]) + 64  # + the question
+        if o.popqa is not None:  # + the demonstrations, a generous 64 tokens each
+            overhead += 64 * o.popqa.shots
         new = o.long_max_new_tokens if o.steps == 2 else o.max_new_tokens
         return max(1, self.llm.context_length - overhead - new)
 
@@ -161,6 +187,10 @@ class Reader(UsesLLM, Stage):
 
     def first_chat(self, query: Query, passages: list[tuple[str, str]], retrieved: bool) -> Chat:
         o = self.options
+        if o.popqa is not None:
+            demos = self.demo_sampler.demos(query) if self.demo_sampler is not None else []
+            paragraph = "\n\n".join(text for _, text in passages) if retrieved else None
+            return [{"role": "user", "content": popqa_prompt(query.text, demos, paragraph)}]
         if not retrieved:
             content = (o.prompt if o.prompt and o.closed_book else CLOSED_BOOK_PROMPT).format(question=query.text)
         else:
@@ -169,8 +199,10 @@ class Reader(UsesLLM, Stage):
         return [{"role": "user", "content": content}]
 
     def extract_chat(self, query: Query, long_answer: str) -> Chat:
+        """LongRAG's second step; the long answer goes in as the first step's rule left it (LongRAG strips nothing)."""
         examples = "".join(f"Question: {e.question}\nLong Answer: {e.long_answer}\nShort Answer: {e.short_answer}\n\n" for e in self.options.examples)
-        return [{"role": "user", "content": EXTRACT_PROMPT.format(examples=examples, question=query.text, long_answer=long_answer.strip())}]
+        examples = "Here are some examples: " + examples if examples else ""
+        return [{"role": "user", "content": EXTRACT_PROMPT.format(examples=examples, question=query.text, long_answer=long_answer)}]
 
     # -- the stage -------------------------------------------------------------------------------
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Answer]:
@@ -190,14 +222,16 @@ class Reader(UsesLLM, Stage):
         for q, reply in zip(queries, replies, strict=True):
             answers[q.id].outputs.append(reply.text)
             if o.steps == 1:
-                answers[q.id].text = clean_answer(reply.text)
-            else:
+                answers[q.id].text = extract_answer(reply.text, self.rule)
+            elif self.rule == "lenient":
                 answers[q.id].long_answer = clean_answer(reply.text) if "answer:" in reply.text.lower() else reply.text.strip()
+            else:  # LongRAG post-processes every reply, the long answer included
+                answers[q.id].long_answer = extract_answer(reply.text, self.rule)
         if o.steps == 2:
             second = [self.extract_chat(q, answers[q.id].long_answer) for q in queries]
             for q, chat, reply in zip(queries, second, self.llm.chat(second, Sampling(max_tokens=o.max_new_tokens)), strict=True):
                 answers[q.id].prompts.append(chat)
                 answers[q.id].outputs.append(reply.text)
-                answers[q.id].text = clean_answer(reply.text)
+                answers[q.id].text = extract_answer(reply.text, self.rule)
         return answers
 
