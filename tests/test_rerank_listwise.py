@@ -30,8 +30,8 @@ from ragbench.rerankers.listwise import (
     ListwiseOptions,
     build_chat,
     parse_permutation,
-    windows,
 )
+from ragbench.rerankers.listwise import rank_llm_windows as windows
 from ragbench.stage import StageEnv
 from ragbench.types import Corpus, Document, Query, Ranking, TaskData
 from ragbench.yamlio import load_yaml
@@ -92,15 +92,15 @@ def test_windows_run_bottom_up_and_end_at_the_top() -> None:
 
 
 def test_prompt_is_rank_zephyrs_and_hides_ids_inside_passages() -> None:
-    chat = build_chat("who?", ["see [2] and [b]", "plain"], "numeric")
+    chat = build_chat("who is [1]?", ["see [2] and [b]", "plain"], "numeric")
     assert chat[0]["content"].startswith("You are RankLLM")
     user = chat[1]["content"]
     assert user.startswith("I will provide you with 2 passages, each indicated by a numerical identifier []. "
-                           "Rank the passages based on their relevance to the search query: who?.\n\n")
-    assert "[1] see (2) and (b)\n[2] plain\nSearch Query: who?.\nRank the 2 passages above" in user
-    assert "e.g., [2] > [1]" in user
+                           "Rank the passages based on their relevance to the search query: who is (1)?.\n[1] see (2) and [b]\n")
+    assert "[1] see (2) and [b]\n[2] plain\nSearch Query: who is (1)?.\nRank the 2 passages above" in user
+    assert "e.g., [2] > [1], Answer concisely" in user
     letters = build_chat("who?", ["x", "y"], "letters")[1]["content"]
-    assert "alphabetical identifier" in letters and "[A] x\n[B] y\n" in letters and "e.g., [B] > [A]" in letters
+    assert "an alphabetical identifier" in letters and "[A] x\n[B] y\n" in letters and "e.g., [B] > [A]" in letters
 
 
 @pytest.mark.parametrize(("stage", "options", "message"), [
@@ -302,7 +302,8 @@ def test_first_sorts_the_backends_logprobs_and_is_cached(cache_root: Path, popqa
         chat = stage.window_chat(q, bm25[q.id].docids, 1)
         with torch.inference_mode():
             logits = llm.model(torch.tensor([llm.encode(chat, "[")])).logits[0, -1]
-        lp = torch.log_softmax(logits.float(), -1)[llm.candidate_ids(tuple(letters))].tolist()
+        full = torch.log_softmax(logits.float(), -1)
+        lp = [max(float(full[t]) for t in tids) for tids in llm.candidate_ids(tuple(letters), "[")]
         by_doc = dict(zip(bm25[q.id].docids, lp, strict=True))
         got = [by_doc[d] for d in out[q.id].docids]
         assert all(a >= b - 1e-4 for a, b in zip(got, got[1:], strict=False)), got  # descending, up to batching noise

@@ -108,7 +108,7 @@ def test_killed_server_mid_run_then_rerun_asks_only_the_rest(vllm_server_factory
     cache_root = tmp_path / "cache"
     env = {**os.environ, "RAGBENCH_CACHE": str(cache_root), "HF_HUB_OFFLINE": "1"}
     cmd = [str(RAGBENCH), "run", str(pipeline), "--task", "popqa-sample", "--limit", "8", "--out", str(tmp_path / "runs")]
-    total = 8 * 3  # 8 queries x 3 windows (top 10, window 5, stride 3: [5,10) [2,7) [0,5))
+    total = 8 * 3  # 8 queries x 3 windows (top 10, window 5, stride 3, rank_llm's loop: [5,10) [2,7) [0,4))
 
     def kill_after_five() -> None:
         deadline = time.time() + 300

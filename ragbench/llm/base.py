@@ -8,7 +8,8 @@ opening a new turn.
 Two request kinds:
 - `chat`: generate a reply per chat with the given sampling parameters;
 - `next_token_logprobs`: log-probabilities of the first generated token, restricted to given
-  candidate strings that are each one token (FIRST's single-token ranking). Backends that
+  candidate strings, each the text of some single token (FIRST's single-token ranking; see
+  `label_token_ids` for which tokens count). Backends that
   only see the top-n log-probabilities return what they see; callers fill the rest.
 
 Every finished request is cached (key: backend, model, rendered request, parameters), so a
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,16 +200,64 @@ class LLM(ABC):
         atomic_write_text(self.cache.root / "llm" / key[:2] / f"{key}.json", json.dumps(value))
 
 
-def single_token_ids(tokenizer: Any, candidates: Sequence[str], model: str) -> list[int]:
-    """The token id of each candidate string, which must be exactly one token (FIRST's identifiers)."""
+def label_token_ids(tokenizer: Any, labels: Sequence[str], model: str, after: str = "[") -> list[list[int]]:
+    """Per label, every vocabulary id whose text, right after `after`, is exactly the label.
+
+    FIRST reads the log-probability of the identifier the model would write after "[". The
+    authors keep the token whose decoded text is the label (gangiswag/llm-reranker and
+    castorini/rank_llm `_evaluate_logits`, on vLLM's `decoded_token`): with SentencePiece
+    tokenizers that is the bare piece `A` (or the byte token `<0x41>`), never the `▁A` that
+    `encode("A")` gives, which decodes to " A" after "[". A token's text is read in context
+    (decode of `after` + token, minus decode of `after`) so leading spaces are kept, as vLLM's
+    incremental detokenizer keeps them (without an assistant prefix, callers pass "\n", which ends
+    most chat templates' generation prompt). Ties (several ids per label) are resolved by the caller
+    with rank_llm's rule: the likeliest of them. The table is computed once per tokenizer.
+    """
     from ragbench.errors import RagbenchError
 
+    table = _text_after(tokenizer, after, labels)
     out = []
-    for c in candidates:
-        ids = tokenizer.encode(c, add_special_tokens=False)
-        if len(ids) != 1:
-            raise RagbenchError.at("llm.model", f"identifier {c!r} is {len(ids)} tokens for '{model}'; single-token ranking needs one token per identifier")
-        out.append(ids[0])
+    for label in labels:
+        ids = table.get(label, [])
+        if not ids:
+            raise RagbenchError.at("llm.model", f"no single token of '{model}' decodes to {label!r} after {after!r}; "
+                                   "single-token ranking needs one token per identifier")
+        out.append(ids)
+    return out
+
+
+def _text_after(tokenizer: Any, after: str, labels: Sequence[str]) -> dict[str, list[int]]:
+    """{text: [token ids]} for the vocabulary tokens decoded right after `after` (cached on the tokenizer).
+
+    Only tokens whose spelling could decode to a label are decoded: a label of m bytes is
+    spelled in at most m + 2 characters (a byte-level piece is m, a SentencePiece or WordPiece
+    one adds a marker such as `▁` or `##`) or as one byte-fallback `<0xNN>` (6).
+    """
+    width = max(6, max((len(x.encode()) for x in labels), default=1) + 2)
+    cache: dict[tuple[str, int], dict[str, list[int]]] = tokenizer.__dict__.setdefault("_ragbench_text_after", {})
+    if (after, width) not in cache:
+        anchor = tokenizer.encode(after, add_special_tokens=False) if after else []
+        start = len(tokenizer.decode(anchor, skip_special_tokens=False))
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        ids = [i for i, p in enumerate(pieces) if p is not None and len(p) <= width]
+        texts = tokenizer.batch_decode([[*anchor, i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        table: dict[str, list[int]] = {}
+        for i, text in zip(ids, texts, strict=True):
+            table.setdefault(text[start:], []).append(i)
+        cache[after, width] = table
+    return cache[after, width]
+
+
+def best_label_logprobs(labels: Sequence[str], ids: Sequence[Sequence[int]], logprob_of: Mapping[int, float]) -> dict[str, float]:
+    """{label: the highest log-probability among its token ids} for the labels with any id in `logprob_of`.
+
+    rank_llm (`_evaluate_logits`) keeps, per identifier, the likeliest token that decodes to it.
+    """
+    out: dict[str, float] = {}
+    for label, tids in zip(labels, ids, strict=True):
+        seen = [logprob_of[t] for t in tids if t in logprob_of]
+        if seen:
+            out[label] = float(max(seen))
     return out
 
 

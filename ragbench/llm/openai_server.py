@@ -14,9 +14,10 @@ The model runs elsewhere (a GPU box, a vLLM pool), so this backend is only an HT
 With `vllm_extensions`, an assistant `prefix` is sent as the last message with vLLM's
 `continue_final_message`, so the server applies the chat template; other servers get the
 prompt rendered locally on `/completions`. Log-probabilities are read from the first token's
-`top_logprobs`, matched to candidates by token string; with vLLM and a local tokenizer the
-request also names the candidates' token ids (`logprob_token_ids`), so every candidate comes
-back, not only those in the top-n.
+`top_logprobs`, matched to candidates by token text; with vLLM and a local tokenizer the
+request also names the candidates' token ids (`logprob_token_ids`, every token whose text after
+the prefix is a candidate, see `label_token_ids`) and gets tokens back by id, so every
+candidate comes back, not only those in the top-n.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import LLM, Chat, Done, Generation, Request
+from ragbench.llm.base import (
+    LLM,
+    Chat,
+    Done,
+    Generation,
+    Request,
+    best_label_logprobs,
+    label_token_ids,
+)
 
 if TYPE_CHECKING:
     from ragbench.cache import Cache
@@ -254,11 +263,12 @@ class OpenAIServerLLM(LLM):
         path, body = self._request_body(r)
         body.update(max_tokens=1, temperature=0.0, top_p=1.0)
         body.pop("stop", None)
+        ids = self._candidate_ids(r.candidates, r.prefix) if self.config.vllm_extensions and path == "/chat/completions" else None
         if path == "/chat/completions":
             body.update(logprobs=True, top_logprobs=self.config.top_logprobs)
-            ids = self._candidate_ids(r.candidates) if self.config.vllm_extensions else None
-            if ids:  # vLLM then returns exactly these tokens (and the sampled one), not the top-n
-                body["logprob_token_ids"] = ids
+            if ids:  # vLLM then returns exactly these tokens (and the sampled one), named by id
+                body["logprob_token_ids"] = sorted({t for group in ids for t in group})
+                body["return_tokens_as_token_ids"] = True
         else:  # the legacy completions API takes the count in `logprobs`
             body["logprobs"] = self.config.top_logprobs
         choice = self._call("POST", path, body, cancel)["choices"][0]
@@ -267,23 +277,21 @@ class OpenAIServerLLM(LLM):
             top = [(t["token"], t["logprob"]) for t in (lp.get("content") or [{}])[0].get("top_logprobs", [])]
         else:
             top = list(((lp.get("top_logprobs") or [{}])[0] or {}).items())
-        wanted = set(r.candidates)
-        out: dict[str, float] = {}
-        for token, logprob in top:  # best first: a string seen twice keeps its likelier token
-            if token in wanted and token not in out:
-                out[token] = float(logprob)
-        return out
+        return match_top_logprobs(top, r.candidates, ids)
 
-    def _candidate_ids(self, candidates: tuple[str, ...]) -> list[int] | None:
-        """Candidate token ids under the local tokenizer, when each is one token (else None).
+    def _candidate_ids(self, candidates: tuple[str, ...], prefix: str) -> list[list[int]] | None:
+        """Per candidate, the token ids whose text after `prefix` is the candidate (local tokenizer), else None.
 
-        A tokenizer that differs from the server's cannot give wrong answers: the server names
-        each returned token, and only names equal to a candidate are kept.
+        None (string matching instead) without a local tokenizer, when a candidate has no such
+        token, or when the ids exceed vLLM's cap on `logprob_token_ids`.
         """
-        if self.tokenizer is None or not 0 < len(candidates) <= _MAX_LOGPROB_TOKEN_IDS:
+        if self.tokenizer is None or not candidates:
             return None
-        ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in candidates]
-        return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+        try:
+            ids = label_token_ids(self.tokenizer, candidates, self.config.model, after=prefix or "\n")
+        except RagbenchError:
+            return None
+        return ids if len({t for group in ids for t in group}) <= _MAX_LOGPROB_TOKEN_IDS else None
 
     def _chat(self, requests: list[Request], done: Done) -> None:
         self._run_all(requests, self._one_chat, done)
@@ -365,6 +373,28 @@ class OpenAIServerLLM(LLM):
         messages = [*chat, {"role": "assistant", "content": prefix}] if prefix else chat
         body = {"model": self.config.model, "messages": messages, "add_generation_prompt": not prefix, "continue_final_message": bool(prefix)}
         return int(self._call("POST", "/tokenize", body, root=True)["count"])
+
+
+def match_top_logprobs(top: list[tuple[str, float]], candidates: tuple[str, ...], ids: list[list[int]] | None) -> dict[str, float]:
+    """{candidate: log-probability} from a server's first-token `top_logprobs` entries.
+
+    With `ids` (the request named tokens by id: `token_id:N`), an entry counts for the candidate
+    whose ids hold N. Otherwise an entry counts when its token text is exactly the candidate:
+    the text of the token itself, so a SentencePiece `▁A`, which servers show as " A", is not
+    "A". Either way a candidate seen several times keeps its likeliest token (rank_llm's rule).
+    """
+    if ids is not None:
+        by_id: dict[int, float] = {}
+        for token, logprob in top:
+            if token.startswith("token_id:"):
+                by_id[int(token.removeprefix("token_id:"))] = float(logprob)
+        return best_label_logprobs(candidates, ids, by_id)
+    wanted = set(candidates)
+    out: dict[str, float] = {}
+    for token, logprob in top:
+        if token in wanted:
+            out[token] = max(out.get(token, float("-inf")), float(logprob))
+    return out
 
 
 def _load_tokenizer(name: str, cache_root: Any) -> Any:

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import LLM, Chat, Done, Generation, Request, single_token_ids, trim_at_stop
+from ragbench.llm.base import (
+    LLM,
+    Chat,
+    Done,
+    Generation,
+    Request,
+    best_label_logprobs,
+    label_token_ids,
+    trim_at_stop,
+)
 from ragbench.llm.loading import LoadedLM, load_causal_lm
 
 if TYPE_CHECKING:
@@ -151,8 +160,9 @@ class TransformersLLM(LLM):
         ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
         return set(ids) | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
 
-    def candidate_ids(self, candidates: tuple[str, ...]) -> list[int]:
-        return single_token_ids(self.tokenizer, candidates, self.config.model)
+    def candidate_ids(self, candidates: tuple[str, ...], prefix: str = "[") -> list[list[int]]:
+        """Per candidate, the token ids whose text right after `prefix` is the candidate (see `label_token_ids`)."""
+        return label_token_ids(self.tokenizer, candidates, self.config.model, after=prefix or "\n")
 
     def _logprobs(self, requests: list[Request], done: Done) -> None:
         import torch
@@ -166,6 +176,8 @@ class TransformersLLM(LLM):
                 logits = self.model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, j in enumerate(batch):
-                cands = requests[j].candidates
-                tids = self.candidate_ids(cands)
-                done(j, {c: float(logprobs[row, t]) for c, t in zip(cands, tids, strict=True)})
+                r = requests[j]
+                tids = self.candidate_ids(r.candidates, r.prefix)
+                wanted = sorted({t for group in tids for t in group})
+                row_lp = dict(zip(wanted, logprobs[row, wanted].tolist(), strict=True))
+                done(j, best_label_logprobs(r.candidates, tids, row_lp))

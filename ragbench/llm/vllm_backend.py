@@ -6,7 +6,8 @@ ragbench beyond the LLM interface and model loading. Scripts that build this bac
 `if __name__ == "__main__":` guard, because the engine core is a spawned process.
 
 The engine sees the full distribution, so `next_token_logprobs` asks for the candidates' own
-token ids (`logprob_token_ids`) and returns every candidate, as the transformers backend does.
+token ids (`logprob_token_ids`: every token whose text after the prefix is a candidate, see
+`label_token_ids`) and returns every candidate, as the transformers backend does.
 The engine answers a whole batch at once; requests go to it in chunks, so a crash loses at
 most one chunk of finished work.
 """
@@ -18,7 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import LLM, Chat, Done, Generation, Request, single_token_ids
+from ragbench.llm.base import (
+    LLM,
+    Chat,
+    Done,
+    Generation,
+    Request,
+    best_label_logprobs,
+    label_token_ids,
+)
 from ragbench.llm.loading import converted_model_dir
 
 if TYPE_CHECKING:
@@ -136,22 +145,32 @@ class VLLMEngine(LLM):
 
         self._generate(requests, [params(r) for r in requests], done, finish)
 
-    def candidate_ids(self, candidates: tuple[str, ...]) -> list[int]:
-        return single_token_ids(self.tokenizer, candidates, self.config.model)
+    def candidate_ids(self, candidates: tuple[str, ...], prefix: str = "[") -> list[list[int]]:
+        """Per candidate, the token ids whose text right after `prefix` is the candidate (see `label_token_ids`)."""
+        return label_token_ids(self.tokenizer, candidates, self.config.model, after=prefix or "\n")
 
     def _logprobs(self, requests: list[Request], done: Done) -> None:
         from vllm import SamplingParams
 
-        ids = {r.candidates: self.candidate_ids(r.candidates) for r in requests}
+        ids = {(r.candidates, r.prefix): self.candidate_ids(r.candidates, r.prefix) for r in requests}
 
         def params(r: Request) -> Any:
-            tids = ids[r.candidates]
+            tids = sorted({t for group in ids[r.candidates, r.prefix] for t in group})
             if len(tids) <= MAX_LOGPROB_TOKEN_IDS:  # exactly these ids, however unlikely, not the top-n
                 return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=tids)
             return SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.config.max_logprobs)
 
         def finish(r: Request, out: Any) -> dict[str, float]:
-            first = out.outputs[0].logprobs[0]  # {token id: Logprob} for the first generated token
-            return {c: float(first[t].logprob) for c, t in zip(r.candidates, ids[r.candidates], strict=True) if t in first}
+            return first_token_logprobs(out, r.candidates, ids[r.candidates, r.prefix])
 
         self._generate(requests, [params(r) for r in requests], done, finish)
+
+
+def first_token_logprobs(out: Any, candidates: tuple[str, ...], ids: list[list[int]]) -> dict[str, float]:
+    """{candidate: log-probability} from a vLLM RequestOutput's first generated token.
+
+    Matched by token id, never by vLLM's `decoded_token` (whose spacing differs across vLLM
+    versions); a candidate with several ids gets the likeliest (rank_llm's rule).
+    """
+    first = out.outputs[0].logprobs[0]  # {token id: Logprob} for the first generated token
+    return best_label_logprobs(candidates, ids, {t: lp.logprob for t, lp in first.items()})

@@ -19,7 +19,8 @@ from ragbench.types import Corpus, Query, Ranking, TaskData
 
 class RerankerOptions(StageOptions):
     top_k: int = Field(20, ge=1, description="how many of the input's top documents are reranked (and returned)")
-    fields: tuple[str, ...] = Field(("title", "text"), description="document fields shown to the model, joined by ': ' when both")
+    fields: tuple[str, ...] = Field(("title", "text"), description="document fields shown to the model, joined by ': ' "
+                                    "(listwise and FIRST: as their passage_format lays them out)")
     max_words: int = Field(300, ge=1, description="each passage is cut to its first N whitespace words (RankGPT / ICR)")
 
 

@@ -1,10 +1,13 @@
 """`type: first`: FIRST, a window ranked by one next-token distribution instead of a generated list.
 
-Same prompt and sliding window as `listwise` with letter identifiers (A, B, ... each one
-token), the reply opened with "[": the log-probability of each letter as the next token
-orders the window (Reddy et al., FIRST; gangiswag/llm-reranker, rank_llm `--use_logits`).
-The transformers backend reads the full distribution; servers that return only the top-n
-log-probabilities leave some letters out, which keep their original order after the rest.
+Same prompt and sliding window as `listwise` with letter identifiers (A, B, ...), the reply
+opened with "[": the log-probability of each letter as the next token orders the window
+(Reddy et al., FIRST; gangiswag/llm-reranker, rank_llm `--use_logits`). A letter's
+log-probability is that of the token whose text right after "[" is exactly the letter (the
+likeliest, when several are), as the authors read vLLM's decoded tokens; see
+`ragbench.llm.base.label_token_ids` and docs/methods.md, FIRST. The transformers and vllm
+backends read the full distribution; servers that return only the top-n log-probabilities
+leave some letters out, which keep their original order after the rest.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class First(SlidingWindow):
     options: FirstOptions
     reply_prefix: ClassVar[str] = "["
     identifiers: Identifiers = "letters"
+    #: 2: each letter's log-probability from the bare-letter token(s), rank_llm's passage layout and prompt budget
+    version = "2"
 
     def rank_windows(self, queries: list[Query], docs: list[list[str]]) -> list[list[int]]:
         n = max(map(len, docs))

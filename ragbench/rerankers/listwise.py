@@ -1,9 +1,11 @@
 """`type: listwise`: an LLM writes a permutation of a window of passages (RankGPT / RankZephyr).
 
 The prompt is RankZephyr's single turn (castorini/rank_llm `rank_zephyr_template.yaml`; the
-letter variant is `rank_zephyr_alpha_template.yaml`, FIRST's identifiers). Long lists go
-through a sliding window from the bottom up ([n-w, n), then `stride` higher, up to [0, w)),
-each window's permutation written back in place, so strong documents bubble to the top.
+letter variant is `rank_zephyr_alpha_template.yaml`, FIRST's identifiers), each passage laid
+out as rank_llm writes it (`Title: ... Content: ...`); see docs/methods.md, Listwise sliding
+window (RankGPT/RankZephyr). Long lists go through rank_llm's sliding window from the bottom
+up ([n-w, n), then `stride` higher, down to start 0), each window's permutation written back
+in place, so strong documents bubble up.
 
 Windows of a query are sequential by nature, but the same window position of every query in
 a batch is one `llm.chat` call ("wave"): server backends see concurrent requests and the
@@ -25,22 +27,23 @@ from ragbench.rerankers.base import (
     LLMRerankerOptions,
     by_order,
     truncate_words,
-    windows,
 )
 from ragbench.stage import StageOptions
 from ragbench.types import Query, Ranking
 
 Identifiers = Literal["numeric", "letters"]
+PassageFormat = Literal["rank_llm", "plain"]
 
 SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query"
 PREFIX = ("I will provide you with {num} passages, each indicated by a{kind} identifier []. "
-          "Rank the passages based on their relevance to the search query: {query}.")
+          "Rank the passages based on their relevance to the search query: {query}.\n")
 SUFFIX = ("Search Query: {query}.\nRank the {num} passages above based on their relevance to the search query. "
           "All the passages should be included and listed using identifiers, in descending order of relevance. "
           "The output format should be [] > [], e.g., {example}, Answer concisely and directly and only respond "
           "with the ranking results, do not say any word or explain.")
-#: something in a passage that reads like an identifier: [3] or [B], rewritten (3) / (B)
-_ID_IN_TEXT = re.compile(r"\[(\d+|[A-Za-z])\]")
+#: a bracketed number in the query or a passage reads like an identifier: rewritten [3] -> (3),
+#: letters left alone (rank_llm `_replace_number`, applied to both, in both templates)
+_NUMBER_ID = re.compile(r"\[(\d+)\]")
 #: the most letters a window can use (A..Z)
 MAX_LETTERS = 26
 
@@ -73,15 +76,46 @@ def parse_permutation(text: str, n: int, identifiers: Identifiers) -> list[int]:
     return order + [i for i in range(n) if i not in seen]
 
 
+def rank_llm_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """rank_llm's sliding windows [start, end) over n candidates, bottom first (`sliding_windows`).
+
+    The loop runs while end > 0 and the unclamped start + stride != 0, so when n - window is
+    not a multiple of stride a last, shorter window re-ranks the top (25, 20, 10: [5, 25),
+    [0, 15), [0, 5)). One-passage windows, which cannot reorder anything, are not asked.
+    """
+    out = []
+    end, start = n, n - min(window, n)
+    while end > 0 and start + stride != 0:
+        if end - max(start, 0) > 1:
+            out.append((max(start, 0), end))
+        end, start = end - stride, start - stride
+    return out
+
+
+def hide_ids(text: str) -> str:
+    """rank_llm's `_replace_number`: `[12]` -> `(12)`, so no text reads like a passage identifier."""
+    return _NUMBER_ID.sub(r"(\1)", text)
+
+
+def rank_llm_passage(title: str, content: str, max_words: int) -> str:
+    """A passage as rank_llm lays it out (`_convert_doc_to_prompt_content`).
+
+    `Title: {title} Content: {content}` when the title is non-empty, else the content alone;
+    then whitespace collapsed and the first `max_words` words kept, the title and both labels
+    counting as words.
+    """
+    text = f"Title: {title} Content: {content}" if title else content
+    return truncate_words(text, max_words)
+
+
 def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Chat:
-    """RankZephyr's single-turn prompt for one window."""
+    """RankZephyr's single-turn prompt for one window: prefix, one `[id] passage` line each, suffix."""
     num = len(passages)
     ids = [identifier(i, identifiers) for i in range(num)]
-    # a passage must not contain something that reads like an identifier
-    lines = [f"[{x}] " + _ID_IN_TEXT.sub(r"(\1)", p) for x, p in zip(ids, passages, strict=True)]
+    query = hide_ids(query)
+    body = "".join(f"[{x}] {hide_ids(p)}\n" for x, p in zip(ids, passages, strict=True))
     kind, example = (("n alphabetical", "[B] > [A]") if identifiers == "letters" else (" numerical", "[2] > [1]"))
-    user = (PREFIX.format(num=num, kind=kind, query=query) + "\n\n" + "\n".join(lines) + "\n"
-            + SUFFIX.format(num=num, query=query, example=example))
+    user = PREFIX.format(num=num, kind=kind, query=query) + body + SUFFIX.format(num=num, query=query, example=example)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -89,6 +123,10 @@ class WindowOptions(LLMRerankerOptions):
     window: int = Field(20, ge=2, description="passages per LLM call")
     stride: int | None = Field(None, ge=1, description="how far the window moves up each step (<= window); default window // 2 (10 for 20)")
     passes: int = Field(1, ge=1, description="sliding-window sweeps over the list (rank_llm's num_passes)")
+    passage_format: PassageFormat = Field("rank_llm", description="rank_llm: 'Title: {title} Content: {text}' (what RankZephyr "
+                                          "and FIRST were trained on) | plain: the fields joined by ': '")
+    context_size: int | None = Field(4096, ge=1, description="rank_llm's context_size: a window's prompt may use this many tokens "
+                                     "minus those of a full permutation; null: only the model's context length limits it")
 
     @model_validator(mode="after")
     def _stride_fits(self) -> Self:
@@ -103,7 +141,7 @@ class WindowOptions(LLMRerankerOptions):
 
 class ListwiseOptions(WindowOptions):
     identifiers: Identifiers = Field("numeric", description="numeric [1] [2] ... | letters [A] [B] ... (FIRST's, at most 26)")
-    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; default: the tokens of a full window permutation + 16")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; default: the tokens of a full window permutation (rank_llm)")
 
     @model_validator(mode="after")
     def _letters_fit(self) -> Self:
@@ -121,23 +159,52 @@ class SlidingWindow(LLMReranker):
     identifiers: Identifiers = "numeric"
     windows_done = 0
 
-    def window_chat(self, query: Query, docids: list[str], max_new: int) -> Chat:
-        """The prompt for one window, passages cut further until prompt + reply fit the context.
+    def passage(self, docid: str) -> str:
+        """The passage as the prompt shows it: rank_llm's layout, or `plain` (the shared 'title: text')."""
+        o = self.options
+        doc = self.corpus.get(docid)
+        if o.passage_format == "plain" or doc is None:
+            return super().passage(docid)
+        title = doc.title if "title" in o.fields else ""
+        rest = [doc.text if f == "text" else str(doc.extra.get(f, "")) for f in o.fields if f != "title"]
+        return rank_llm_passage(title, ": ".join(p.strip() for p in rest if p and p.strip()), o.max_words)
 
-        rank_llm's rule: cut the per-passage word limit by max(1, overflow_tokens // (4 * w)).
+    def permutation_tokens(self, n: int) -> int:
+        """Tokens of a full n-passage answer `[1] > [2] > ...` (rank_llm's `num_output_tokens`)."""
+        return self.llm.count_tokens(" > ".join(f"[{identifier(i, self.identifiers)}]" for i in range(n)))
+
+    def prompt_budget(self, n: int, max_new: int) -> tuple[int, str]:
+        """The most prompt tokens for an n-passage window, and what sets it (for the error message).
+
+        rank_llm: context_size minus a full permutation's tokens; the backend also needs room for
+        the `max_new` generated tokens within its context length.
+        """
+        model = (self.llm.context_length - max_new, f"the context length {self.llm.context_length}")
+        size = self.options.context_size
+        return model if size is None else min(model, (size - self.permutation_tokens(n), f"context_size {size}"))
+
+    def window_chat(self, query: Query, docids: list[str], max_new: int) -> Chat:
+        """The prompt for one window, passages cut further until it fits the prompt budget.
+
+        rank_llm's rule (`create_prompt`): the per-passage word limit starts at max_words and,
+        while the prompt is over budget, drops by max(1, overflow_tokens // (4 * w)).
         """
         texts = [self.passage(d) for d in docids]
-        limit = max((len(t.split()) for t in texts), default=1)
-        budget = self.llm.context_length - max_new
+        longest = max((len(t.split()) for t in texts), default=0)
+        budget, what = self.prompt_budget(len(docids), max_new)
+        limit = self.options.max_words
         while True:
             chat = build_chat(query.text, [truncate_words(t, limit) for t in texts], self.identifiers)
             over = self.llm.prompt_tokens(chat, self.reply_prefix) - budget
             if over <= 0:
                 return chat
             if limit <= 1:
-                raise RagbenchError.at("llm", f"a window of {len(docids)} passages does not fit the context length "
-                                       f"{self.llm.context_length} even at one word per passage; lower 'window'")
-            limit = max(1, limit - max(1, over // (4 * len(docids))))
+                raise RagbenchError.at("llm", f"a window of {len(docids)} passages does not fit {what} "
+                                       "even at one word per passage; lower 'window'")
+            step = max(1, over // (4 * len(docids)))
+            limit = max(1, limit - step)
+            if limit >= longest:  # no passage is cut yet, so the prompt and the step stay the same: skip those rounds
+                limit = max(1, limit - ((limit - longest) // step + 1) * step)
 
     def rank_windows(self, queries: list[Query], docs: list[list[str]]) -> list[list[int]]:
         """One wave: a permutation (indices into each window) per (query, window)."""
@@ -146,7 +213,7 @@ class SlidingWindow(LLMReranker):
     def rerank_many(self, items: list[tuple[Query, Ranking]]) -> dict[str, Ranking]:
         o = self.options
         orders = {q.id: list(r.docids) for q, r in items}
-        plans = {q.id: windows(len(r), o.window, o.step) * o.passes for q, r in items}
+        plans = {q.id: rank_llm_windows(len(r), o.window, o.step) * o.passes for q, r in items}
         for wave in range(max((len(p) for p in plans.values()), default=0)):
             active = [(q, plans[q.id][wave]) for q, _ in items if wave < len(plans[q.id])]
             docs = [orders[q.id][a:b] for q, (a, b) in active]
@@ -174,17 +241,16 @@ class Listwise(SlidingWindow):
 
     Options: ClassVar[type[StageOptions]] = ListwiseOptions
     options: ListwiseOptions
+    #: 2: rank_llm's passage layout, [n] rewritten in the query, its prompt budget and reply length
+    version = "2"
 
     @property
     def identifiers(self) -> Identifiers:  # type: ignore[override]
         return self.options.identifiers
 
     def max_new_tokens(self, n: int) -> int:
-        """Tokens to generate for an n-passage window: a full permutation plus a margin."""
-        if self.options.max_new_tokens:
-            return self.options.max_new_tokens
-        ideal = " > ".join(f"[{identifier(i, self.identifiers)}]" for i in reversed(range(n)))
-        return self.llm.count_tokens(ideal) + 16
+        """Tokens to generate for an n-passage window: a full permutation's, as rank_llm generates."""
+        return self.options.max_new_tokens or self.permutation_tokens(n)
 
     def rank_windows(self, queries: list[Query], docs: list[list[str]]) -> list[list[int]]:
         max_new = self.max_new_tokens(max(map(len, docs)))
