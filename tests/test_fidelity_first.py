@@ -248,3 +248,13 @@ def test_windows_fit_rank_llms_prompt_budget(smollm2: Any) -> None:
     assert smollm2.prompt_tokens(chat, "[") <= 1000 - perm
     kept = _kept_words(chat, 8)
     assert len(kept) == 8 and len(set(kept)) == 1 and kept[0] < 300
+
+
+def test_passages_and_query_are_repaired_with_ftfy_as_rank_llm_does() -> None:
+    """rank_llm `_convert_doc_to_prompt_content` runs `ftfy.fix_text` on each passage (and on the
+    rendered prompt, hence the query): UTF-8 read as Latin-1 ("CafÃ©") is repaired before the word cut."""
+    from ragbench.rerankers.listwise import build_chat, rank_llm_passage
+
+    assert rank_llm_passage("CafÃ© de Flore", "A cafÃ© in Paris.", 300) == "Title: Café de Flore Content: A café in Paris."
+    chat = build_chat("which cafÃ©?", ["x"], "numeric")
+    assert "which café?" in chat[-1]["content"] and "Ã" not in chat[-1]["content"]

@@ -101,18 +101,22 @@ def rank_llm_passage(title: str, content: str, max_words: int) -> str:
     """A passage as rank_llm lays it out (`_convert_doc_to_prompt_content`).
 
     `Title: {title} Content: {content}` when the title is non-empty, else the content alone;
-    then whitespace collapsed and the first `max_words` words kept, the title and both labels
-    counting as words.
+    mojibake repaired with ftfy (rank_llm's `fix_text`); then whitespace collapsed and the
+    first `max_words` words kept, the title and both labels counting as words.
     """
+    from ftfy import fix_text
+
     text = f"Title: {title} Content: {content}" if title else content
-    return truncate_words(text, max_words)
+    return truncate_words(fix_text(text.strip()), max_words)
 
 
 def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Chat:
     """RankZephyr's single-turn prompt for one window: prefix, one `[id] passage` line each, suffix."""
+    from ftfy import fix_text
+
     num = len(passages)
     ids = [identifier(i, identifiers) for i in range(num)]
-    query = hide_ids(query)
+    query = hide_ids(fix_text(query))  # rank_llm runs fix_text over the whole rendered prompt
     body = "".join(f"[{x}] {hide_ids(p)}\n" for x, p in zip(ids, passages, strict=True))
     kind, example = (("n alphabetical", "[B] > [A]") if identifiers == "letters" else (" numerical", "[2] > [1]"))
     user = PREFIX.format(num=num, kind=kind, query=query) + body + SUFFIX.format(num=num, query=query, example=example)
