@@ -1,5 +1,7 @@
 """`type: cross_encoder`: a sentence-transformers CrossEncoder scores each (query, passage) pair.
 
+Source and deviations: docs/methods.md, "Cross-encoder".
+
 For users' trained rerankers from the Hub (cross-encoder/ms-marco-MiniLM-L6-v2,
 BAAI/bge-reranker-base, ...) or a local folder. No trained cross-encoder ships inside a PyPI
 package, so offline (this project's CI) the stage is tested with a model built locally from

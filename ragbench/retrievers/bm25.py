@@ -1,5 +1,7 @@
 """BM25 on three engines: bm25s (fast, in-process), rank_bm25 (reference), Lucene (pyserini).
 
+Source and deviations: docs/methods.md, "BM25".
+
 Defaults reproduce pyserini's BEIR "flat" baseline: title and text concatenated, k1=0.9,
 b=0.4, Lucene's idf, Porter stemming and its 33 English stopwords.
 

@@ -1,5 +1,7 @@
 """A sparse inverted index shared by learned-sparse retrievers (SPLADE, PromptReps).
 
+Source and deviations: docs/methods.md, "Sparse index (learned sparse retrievers)".
+
 Documents are sparse vectors over a model's vocabulary (term id -> weight). They are encoded
 once, in chunks that are cached as they finish (an interrupted encoding resumes at the
 first missing chunk), and stored as one scipy CSR matrix (`docs.npz`, N x V) in the cache.

@@ -1,5 +1,7 @@
 """SPLADE: learned sparse retrieval with a sentence-transformers `SparseEncoder`.
 
+Source and deviations: docs/methods.md, "SPLADE".
+
 The corpus is encoded with `encode_document` (in batches, cached and resumable, see
 sparse_index.py), queries with `encode_query`; a document's score is the dot product of the
 two vocabulary-sized vectors. The default model is the bundled splade-tiny (BERT, 2 layers,
