@@ -116,7 +116,8 @@ def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
 def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> str:
     """Everything that determines a stage's output, except which queries it is asked about."""
     corpus = task.corpus.fingerprint if task.corpus is not None else None
-    return make_key("stage", spec.as_dict(), spec.cls.version, [u.key for u in upstream], corpus)
+    extra = [task.pool_fingerprint] if spec.cls.reads_query_pool(spec.options) else []  # few-shot demos come from the whole split
+    return make_key("stage", spec.as_dict(), spec.cls.version, [u.key for u in upstream], corpus, *extra)
 
 
 def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter, batch_size: int = 64) -> PipelineResult:

@@ -54,6 +54,12 @@ class Stage(ABC):
     #: what it reads from its input stages: rankings, or a reader's answers (judges)
     consumes: ClassVar[str] = "rankings"
 
+    @classmethod
+    def reads_query_pool(cls, options: StageOptions) -> bool:
+        """Whether its output for a query depends on the split's other questions (few-shot demos),
+        so its cache key must include them (TaskData.pool)."""
+        return False
+
     def __init__(self, options: StageOptions, env: StageEnv):
         self.options = options
         self.env = env

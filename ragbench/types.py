@@ -113,6 +113,10 @@ class TaskData:
     source: str  # where the data came from, for the lock file
     fingerprint: str  # of queries + qrels + corpus
     answers_field: str = "answers"  # query field with the gold answers (the card's), for judges
+    #: the split's questions before --limit, and their fingerprint: few-shot demonstrations are drawn
+    #: from the whole split, so that a limited run asks each question what the full run asks
+    pool: list[Query] = field(default_factory=list)
+    pool_fingerprint: str = ""
 
 
 @dataclass(slots=True)

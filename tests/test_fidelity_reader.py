@@ -173,3 +173,35 @@ def test_the_reader_answers_the_popqa_prompt_with_smollm2(tmp_path: Path, smollm
     assert out["2"].prompts[0][0]["content"] == ("Q: What is Ann Lee's occupation? A: painter\n\n"
                                                  "Ann Lee is a painter from Ohio.\n\nQ: In what city was Bo Chan born? A:")
     assert out["2"].context_ids == ["d1"] and out["2"].text == popqa_answer(out["2"].outputs[0])
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "popqa" / "queries.jsonl").exists(), reason="shared PopQA data not present")
+def test_demos_come_from_the_whole_split_whatever_the_limit(tmp_path: Path) -> None:
+    """run_model.py draws demonstrations from the whole dataset. A `--limit 5` run must ask question 0
+    exactly what the full run asks (else its cached batches would differ by which run filled the cache),
+    and the stage's cache key follows the split's questions, not the limit."""
+    import dataclasses
+
+    from ragbench.config import load_pipeline, load_task_card
+    from ragbench.pipeline import stage_key
+    from ragbench.tasks import load_task
+
+    card, _ = load_task_card("popqa")
+    full = load_task(card, data_dir=SHARED / "popqa", need_corpus=False)
+    limited = load_task(card, data_dir=SHARED / "popqa", limit=5, need_corpus=False)
+    assert len(limited.queries) == 5 and len(limited.pool) == len(full.pool) == len(full.queries)
+    readers = []
+    for task in (full, limited):
+        reader = _reader(tmp_path, closed_book=True, popqa={"seed": 633})
+        reader.prepare_prompts(task)
+        readers.append(reader.first_chat(task.queries[0], [], retrieved=False))
+    assert readers[0] == readers[1]  # the first 334 questions are all 'occupation': demos come from beyond --limit
+
+    (spec,) = load_pipeline(Path("pipelines/popqa-paper-closed-book.yaml")).stages
+    (zero_shot,) = load_pipeline(Path("pipelines/popqa-closed-book.yaml")).stages
+    edited = dataclasses.replace(full, pool=full.pool[:-1], pool_fingerprint="another pool")
+    assert stage_key(spec, [], limited) == stage_key(spec, [], full) != stage_key(spec, [], edited)
+    assert stage_key(zero_shot, [], full) == stage_key(zero_shot, [], edited)  # zero-shot: no demos, no pool in the key

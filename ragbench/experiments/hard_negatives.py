@@ -30,7 +30,8 @@ from pydantic import Field, field_validator
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Sampling
 from ragbench.metrics.answers import gold_answers, has_answer, parse_answer_metric
-from ragbench.readers.reader import Reader, ReaderOptions, clean_answer
+from ragbench.readers.answer_rules import extract_answer
+from ragbench.readers.reader import Reader, ReaderOptions
 from ragbench.types import Probe, Query, Ranking, TaskData
 
 RANDOM = "random"
@@ -210,7 +211,7 @@ class HardNegatives(Reader):
             for t in probe.trials:
                 reply = replies[t.pop("prompt_key")]
                 t["output"] = reply.text
-                t["answer"] = clean_answer(reply.text)
+                t["answer"] = extract_answer(reply.text, self.rule)
         return probes
 
     def identity(self) -> dict[str, Any]:

@@ -107,6 +107,11 @@ class Reader(UsesLLM, Stage):
     produces = "answers"
     options: ReaderOptions
 
+    @classmethod
+    def reads_query_pool(cls, options: StageOptions) -> bool:
+        popqa = getattr(options, "popqa", None)
+        return bool(popqa and popqa.shots)  # the demonstrations are drawn from the whole split
+
     def prepare(self, task: TaskData) -> None:
         self.prepare_prompts(task)
         self.llm  # noqa: B018 - load the model now, not inside the first batch
@@ -115,7 +120,7 @@ class Reader(UsesLLM, Stage):
         """What the prompts take from the task (its corpus; PopQA's demonstration pool: its questions); no model."""
         self.corpus: Corpus | None = task.corpus
         o = self.options
-        self.demo_sampler = DemoSampler(task.queries, o.popqa, f"stage {self.env.stage_id}") if o.popqa and o.popqa.shots else None
+        self.demo_sampler = DemoSampler(task.pool or task.queries, o.popqa, f"stage {self.env.stage_id}") if o.popqa and o.popqa.shots else None
 
     @property
     def rule(self) -> AnswerRule:

@@ -76,7 +76,7 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
         raise RagbenchError.at(f"task {card.name}", "no data found: pass --data DIR or set RAGBENCH_DATA to a folder holding "
                                f"'{card.name}/' (queries.jsonl, qrels.tsv, corpus.jsonl.gz)")
 
-    queries = _select(queries, qrels, spec.where, card, reporter, qrels_source)
+    queries = pool = _select(queries, qrels, spec.where, card, reporter, qrels_source)
     if limit is not None:
         queries = queries[:limit]
     qrels = {q.id: qrels[q.id] for q in queries}
@@ -88,7 +88,9 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
                                         sorted((q, sorted(r.items())) for q, r in qrels.items())]).encode())
     if corpus is not None:
         digest.update(corpus.fingerprint.encode())
-    return TaskData(card.name, split, queries, qrels, corpus, source, digest.hexdigest(), card.answers_field)
+    pool_digest = hashlib.sha256(json.dumps([(q.id, q.text, q.extra) for q in pool], sort_keys=True, default=str).encode())
+    return TaskData(card.name, split, queries, qrels, corpus, source, digest.hexdigest(), card.answers_field,
+                    pool, pool_digest.hexdigest())
 
 
 def _select(queries: list[Query], qrels: Qrels, where: dict, card: TaskCard, reporter: Reporter, qrels_source: str) -> list[Query]:
