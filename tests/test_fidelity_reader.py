@@ -11,6 +11,7 @@ import pytest
 from ragbench.cache import Cache
 from ragbench.errors import RagbenchError
 from ragbench.progress import Reporter
+from ragbench.llm.base import plain_prompt
 from ragbench.readers.answer_rules import clean_answer, longrag_answer, popqa_answer
 from ragbench.readers.fewshot import DemoSampler, PopQAPromptOptions, popqa_prompt
 from ragbench.readers.reader import Reader
@@ -139,7 +140,11 @@ def test_closed_book_and_retrieval_prompts_for_a_tiny_task(tmp_path: Path) -> No
     closed = _reader(tmp_path, closed_book=True, popqa={"shots": 1, "seed": 633})
     closed.prepare_prompts(task)
     q1, q2 = task.queries
-    assert closed.first_chat(q1, [], retrieved=False) == [
+    assert closed.first_chat(q1, [], retrieved=False) == plain_prompt(  # text for the model to continue, no chat turn
+        "Q: In what city was Bo Chan born? A: Lyon\n\nQ: What is Ann Lee's occupation? A:")
+    as_chat = _reader(tmp_path, closed_book=True, popqa={"shots": 1, "seed": 633, "chat": True})
+    as_chat.prepare_prompts(task)
+    assert as_chat.first_chat(q1, [], retrieved=False) == [
         {"role": "user", "content": "Q: In what city was Bo Chan born? A: Lyon\n\nQ: What is Ann Lee's occupation? A:"}]
     rag = _reader(tmp_path, top_k=1, fields=["text"], popqa={"shots": 1, "seed": 633})
     rag.prepare_prompts(task)

@@ -19,7 +19,7 @@ import pytest
 
 from ragbench.cache import Cache
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import Request, Sampling
+from ragbench.llm.base import Request, Sampling, plain_prompt
 from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm
 from ragbench.llm.openai_server import OpenAIServerLLM
 from ragbench.llm.transformers_backend import TransformersLLM
@@ -105,6 +105,33 @@ def test_transformers_stop_strings_trim(tf: TransformersLLM) -> None:
     assert cut.text == full.text.split("Paris")[0] and cut.finish_reason == "stop"
 
 
+PLAIN_QA = "Q: What is the capital of France? A: Paris\n\nQ: What is the capital of Italy? A:"
+
+
+def test_transformers_plain_prompt_is_the_text_the_authors_tokenize(tf: TransformersLLM) -> None:
+    """PopQA's run_model.py tokenizes the few-shot text as it is (`tokenizer(prompt)`), no chat template:
+    a plain prompt renders to exactly that text (with BOS only where the tokenizer adds one) and is continued."""
+    assert tf.render(plain_prompt(PLAIN_QA)) == PLAIN_QA  # SmolLM2's tokenizer adds no BOS
+    assert tf.encode(plain_prompt(PLAIN_QA)) == tf.tokenizer(PLAIN_QA).input_ids
+    (reply,) = tf.chat([plain_prompt(PLAIN_QA)], Sampling(max_tokens=8))
+    assert "Rome" in reply.text.split("\n")[0]
+
+
+def test_plain_prompt_gets_bos_where_the_tokenizer_adds_one(tf: TransformersLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Llama-style tokenizer (add_bos_token) reads `tokenizer(prompt)` as <s> + text: so does the render."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, "Q": 3, ":": 4, "A": 5}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    llama_like = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    monkeypatch.setattr(TransformersLLM, "tokenizer", property(lambda self: llama_like))
+    assert tf.render(plain_prompt("Q: A:")) == "<s>Q: A:"
+    assert tf.encode(plain_prompt("Q: A:")) == llama_like("Q: A:").input_ids == [0, 3, 4, 5, 4]
+
+
 def test_transformers_too_long_prompt(smollm2_dir: Path) -> None:
     llm = make_llm(TransformersLLMConfig(model=str(smollm2_dir), max_model_len=64, cache=False))
     with pytest.raises(RagbenchError, match="exceeds the context length 64"):
@@ -142,6 +169,14 @@ def test_server_greedy_matches_transformers(vllm_server, reference: dict[str, li
     assert [g.prompt_tokens for g in served] == [g.prompt_tokens for g in ref]  # same rendering, same tokens
     (cut,) = llm.chat([FRANCE], Sampling(max_tokens=32, stop=("Paris",)))
     assert "Paris" not in cut.text and cut.finish_reason == "stop"
+
+
+@pytest.mark.vllm
+def test_server_plain_prompt_matches_transformers(vllm_server, tf: TransformersLLM) -> None:
+    """A plain prompt goes to /completions as text (the server adds BOS as `tokenizer(prompt)` does)."""
+    (served,) = server_llm(vllm_server.base_url).chat([plain_prompt(PLAIN_QA)], Sampling(max_tokens=8))
+    (local,) = tf.chat([plain_prompt(PLAIN_QA)], Sampling(max_tokens=8))
+    assert served.text == local.text and served.prompt_tokens == local.prompt_tokens
 
 
 @pytest.mark.vllm

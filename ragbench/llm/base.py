@@ -1,7 +1,8 @@
 """The one interface every LLM backend implements (rerankers, readers and judges use only this).
 
 Prompts are OpenAI-style chats (lists of `{"role", "content"}`), rendered by the model's own
-chat template, so the same request means the same tokens on every backend. `prefix` is text
+chat template, so the same request means the same tokens on every backend; a `plain_prompt` is
+sent as text, without the template (the model's BOS token first, as its tokenizer adds it). `prefix` is text
 the assistant's reply starts with (FIRST appends "["): the backend continues it instead of
 opening a new turn.
 
@@ -28,6 +29,20 @@ from typing import Any
 from ragbench.cache import Cache, atomic_write_text, make_key
 
 Chat = list[dict[str, str]]
+#: the role of a chat's only message when it is a plain-text prompt, sent without the chat template
+#: (completion models, and protocols written for them: PopQA's "Q: ... A:")
+PLAIN = "text"
+
+
+def plain_prompt(text: str) -> Chat:
+    """A prompt the model reads as it is, not as a user turn (no chat template)."""
+    return [{"role": PLAIN, "content": text}]
+
+
+def plain_text(chat: Chat) -> str | None:
+    """The text of a plain prompt, or None for a real chat."""
+    return chat[0]["content"] if len(chat) == 1 and chat[0].get("role") == PLAIN else None
+
 #: called by a backend as soon as request i (index into the list it was given) is finished
 Done = Callable[[int, Any], None]
 

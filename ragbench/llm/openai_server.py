@@ -42,6 +42,7 @@ from ragbench.llm.base import (
     Request,
     best_label_logprobs,
     label_token_ids,
+    plain_text,
 )
 
 if TYPE_CHECKING:
@@ -243,6 +244,9 @@ class OpenAIServerLLM(LLM):
     def _request_body(self, r: Request) -> tuple[str, dict[str, Any]]:
         """(path, body) for a request: the chat endpoint, or a locally rendered completion."""
         body = self._sampling(r)
+        text = plain_text(r.chat)
+        if text is not None:  # a plain prompt: the completions endpoint, which adds BOS itself
+            return "/completions", {**body, "prompt": text + r.prefix}
         if not r.prefix:
             return "/chat/completions", {**body, "messages": r.chat}
         if self.config.vllm_extensions:
@@ -360,6 +364,9 @@ class OpenAIServerLLM(LLM):
         return int(self._call("POST", "/tokenize", body, root=True)["count"])
 
     def render(self, chat: Chat, prefix: str = "") -> str:
+        text = plain_text(chat)
+        if text is not None:
+            return text + prefix
         tok = self.tokenizer
         if tok is None:
             raise self._no_tokenizer("rendering prompts")

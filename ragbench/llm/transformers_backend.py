@@ -19,6 +19,7 @@ from ragbench.llm.base import (
     Request,
     best_label_logprobs,
     label_token_ids,
+    plain_text,
     trim_at_stop,
 )
 from ragbench.llm.loading import LoadedLM, load_causal_lm
@@ -82,6 +83,11 @@ class TransformersLLM(LLM):
 
     def render(self, chat: Chat, prefix: str = "") -> str:
         tok = self.tokenizer
+        text = plain_text(chat)
+        if text is not None:  # as `tokenizer(prompt)` reads it: with BOS when the tokenizer adds one
+            ids = tok("a").input_ids
+            bos = tok.bos_token if tok.bos_token is not None and ids and ids[0] == tok.bos_token_id else ""
+            return bos + text + prefix
         if getattr(tok, "chat_template", None) is None:
             raise RagbenchError.at("llm.model", f"'{self.config.model}' has no chat template; use an instruction-tuned model")
         if prefix:

@@ -27,6 +27,7 @@ from ragbench.llm.base import (
     Request,
     best_label_logprobs,
     label_token_ids,
+    plain_text,
 )
 from ragbench.llm.loading import converted_model_dir
 
@@ -107,6 +108,9 @@ class VLLMEngine(LLM):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def render(self, chat: Chat, prefix: str = "") -> str:
+        text = plain_text(chat)
+        if text is not None:  # the engine's tokenizer adds BOS to a text prompt itself
+            return text + prefix
         if prefix:
             return self.tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": prefix}], tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
@@ -114,8 +118,15 @@ class VLLMEngine(LLM):
     # -- requests ---------------------------------------------------------------------------------
     def _generate(self, requests: list[Request], params: list[Any], done: Done, finish: Any) -> None:
         """Run the engine over the requests in chunks (one call per prefix kind), `done` per output."""
+        plain = [i for i, r in enumerate(requests) if plain_text(r.chat) is not None]
+        for start in range(0, len(plain), CHUNK):  # plain prompts: text completion, no chat template
+            chunk = plain[start:start + CHUNK]
+            outs = self.engine.generate([self.render(requests[i].chat, requests[i].prefix) for i in chunk],
+                                        [params[i] for i in chunk], use_tqdm=False)
+            for i, out in zip(chunk, outs, strict=True):
+                done(i, finish(requests[i], out))
         for with_prefix in (False, True):
-            idx = [i for i, r in enumerate(requests) if bool(r.prefix) == with_prefix]
+            idx = [i for i, r in enumerate(requests) if bool(r.prefix) == with_prefix and plain_text(r.chat) is None]
             for start in range(0, len(idx), CHUNK):
                 chunk = idx[start:start + CHUNK]
                 convs = [[*requests[i].chat, {"role": "assistant", "content": requests[i].prefix}] if with_prefix else requests[i].chat

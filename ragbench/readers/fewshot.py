@@ -36,6 +36,8 @@ class PopQAPromptOptions(StageOptions):
     answer_field: str = Field("obj", description="query field a demonstration answers with (PopQA: obj, the object label)")
     other_relations: bool = Field(True, description="true: demos only from relations other than the question's (the authors' "
                                                      "templated mode) | false: from any other question")
+    chat: bool = Field(False, description="false: the prompt is plain text continued by the model, as the authors send it to "
+                                          "completion models | true: the single user turn of the chat template")
 
 
 def demo_text(question: str, answer: str) -> str:

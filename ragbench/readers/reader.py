@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import Chat, Sampling
+from ragbench.llm.base import Chat, Sampling, plain_prompt
 from ragbench.llm.stage import LLMOptions, UsesLLM
 from ragbench.readers.answer_rules import AnswerRule, clean_answer, extract_answer
 from ragbench.readers.fewshot import QA_TEMPLATE, DemoSampler, PopQAPromptOptions, popqa_prompt
@@ -99,7 +99,8 @@ def both_ends(items: list[Any]) -> list[Any]:
 
 class Reader(UsesLLM, Stage):
     kind = "reader"
-    #: 2: answers cut by `answer_rule` (PopQA's first line, LongRAG's first 'answer:'), LongRAG's extraction prompt
+    #: 2: answers cut by `answer_rule` (PopQA's first line, LongRAG's first 'answer:'), LongRAG's extraction prompt;
+    #: PopQA's prompt as plain text
     version = "2"
     Options = ReaderOptions
     min_inputs = 0
@@ -195,7 +196,8 @@ class Reader(UsesLLM, Stage):
         if o.popqa is not None:
             demos = self.demo_sampler.demos(query) if self.demo_sampler is not None else []
             paragraph = "\n\n".join(text for _, text in passages) if retrieved else None
-            return [{"role": "user", "content": popqa_prompt(query.text, demos, paragraph)}]
+            text = popqa_prompt(query.text, demos, paragraph)
+            return [{"role": "user", "content": text}] if o.popqa.chat else plain_prompt(text)
         if not retrieved:
             content = (o.prompt if o.prompt and o.closed_book else CLOSED_BOOK_PROMPT).format(question=query.text)
         else:
