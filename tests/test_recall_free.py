@@ -1,4 +1,4 @@
-"""Recall-free retrieval measures (METHODS.md section 4) on hand-worked rankings.
+"""Recall-free retrieval measures (docs/methods.md, "Recall-free retrieval measures") on hand-worked rankings.
 
 Ranking a b c d e f; qrels a:1 b:0 c:2 f:1 z:1 (z never retrieved), so N_p = 4 and, binary,
 the relevance down the ranking is 1 0 1 0 0 1.
