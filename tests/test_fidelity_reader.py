@@ -10,8 +10,8 @@ import pytest
 
 from ragbench.cache import Cache
 from ragbench.errors import RagbenchError
-from ragbench.progress import Reporter
 from ragbench.llm.base import plain_prompt
+from ragbench.progress import Reporter
 from ragbench.readers.answer_rules import clean_answer, longrag_answer, popqa_answer
 from ragbench.readers.fewshot import DemoSampler, PopQAPromptOptions, popqa_prompt
 from ragbench.readers.reader import Reader
