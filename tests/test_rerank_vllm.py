@@ -99,6 +99,9 @@ def _requests_in(cache_root: Path) -> int:
     return sum(1 for _ in (cache_root / "llm").rglob("*.json")) if (cache_root / "llm").exists() else 0
 
 
+# slow (make test-all): ~2 minutes; `make test` keeps the same resume path at the LLM layer
+# (test_llm_backends.py::test_server_killed_mid_run_resumes_from_cache) and per-batch stage resume (test_pipeline_cache.py)
+@pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.timeout(900)
 def test_killed_server_mid_run_then_rerun_asks_only_the_rest(vllm_server_factory, smollm2_dir: Path, tmp_path: Path) -> None:
