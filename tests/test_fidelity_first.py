@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.llm.base import best_label_logprobs, label_token_ids
+from ragbench.llm.base import best_label_logprobs, label_token_ids, match_top_logprobs
 from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm
-from ragbench.llm.openai_server import match_top_logprobs
 from ragbench.progress import Reporter
 from ragbench.rerankers.first import First, FirstOptions, order_by_logprobs
 from ragbench.rerankers.listwise import (

@@ -280,3 +280,25 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the first stop string (excluded, as OpenAI/vLLM do); whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def match_top_logprobs(top: list[tuple[str, float]], candidates: tuple[str, ...], ids: list[list[int]] | None) -> dict[str, float]:
+    """{candidate: log-probability} from a server's first-token `top_logprobs` entries.
+
+    With `ids` (the request named tokens by id: `token_id:N`), an entry counts for the candidate
+    whose ids hold N. Otherwise an entry counts when its token text is exactly the candidate:
+    the text of the token itself, so a SentencePiece `▁A`, which servers show as " A", is not
+    "A". Either way a candidate seen several times keeps its likeliest token (rank_llm's rule).
+    """
+    if ids is not None:
+        by_id: dict[int, float] = {}
+        for token, logprob in top:
+            if token.startswith("token_id:"):
+                by_id[int(token.removeprefix("token_id:"))] = float(logprob)
+        return best_label_logprobs(candidates, ids, by_id)
+    wanted = set(candidates)
+    out: dict[str, float] = {}
+    for token, logprob in top:
+        if token in wanted:
+            out[token] = max(out.get(token, float("-inf")), float(logprob))
+    return out

@@ -40,8 +40,8 @@ from ragbench.llm.base import (
     Done,
     Generation,
     Request,
-    best_label_logprobs,
     label_token_ids,
+    match_top_logprobs,
     plain_text,
 )
 
@@ -380,28 +380,6 @@ class OpenAIServerLLM(LLM):
         messages = [*chat, {"role": "assistant", "content": prefix}] if prefix else chat
         body = {"model": self.config.model, "messages": messages, "add_generation_prompt": not prefix, "continue_final_message": bool(prefix)}
         return int(self._call("POST", "/tokenize", body, root=True)["count"])
-
-
-def match_top_logprobs(top: list[tuple[str, float]], candidates: tuple[str, ...], ids: list[list[int]] | None) -> dict[str, float]:
-    """{candidate: log-probability} from a server's first-token `top_logprobs` entries.
-
-    With `ids` (the request named tokens by id: `token_id:N`), an entry counts for the candidate
-    whose ids hold N. Otherwise an entry counts when its token text is exactly the candidate:
-    the text of the token itself, so a SentencePiece `▁A`, which servers show as " A", is not
-    "A". Either way a candidate seen several times keeps its likeliest token (rank_llm's rule).
-    """
-    if ids is not None:
-        by_id: dict[int, float] = {}
-        for token, logprob in top:
-            if token.startswith("token_id:"):
-                by_id[int(token.removeprefix("token_id:"))] = float(logprob)
-        return best_label_logprobs(candidates, ids, by_id)
-    wanted = set(candidates)
-    out: dict[str, float] = {}
-    for token, logprob in top:
-        if token in wanted:
-            out[token] = max(out.get(token, float("-inf")), float(logprob))
-    return out
 
 
 def _load_tokenizer(name: str, cache_root: Any) -> Any:

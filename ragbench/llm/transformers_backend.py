@@ -85,9 +85,7 @@ class TransformersLLM(LLM):
         tok = self.tokenizer
         text = plain_text(chat)
         if text is not None:  # as `tokenizer(prompt)` reads it: with BOS when the tokenizer adds one
-            ids = tok("a").input_ids
-            bos = tok.bos_token if tok.bos_token is not None and ids and ids[0] == tok.bos_token_id else ""
-            return bos + text + prefix
+            return _added_bos(tok) + text + prefix
         if getattr(tok, "chat_template", None) is None:
             raise RagbenchError.at("llm.model", f"'{self.config.model}' has no chat template; use an instruction-tuned model")
         if prefix:
@@ -187,3 +185,13 @@ class TransformersLLM(LLM):
                 wanted = sorted({t for group in tids for t in group})
                 row_lp = dict(zip(wanted, logprobs[row, wanted].tolist(), strict=True))
                 done(j, best_label_logprobs(r.candidates, tids, row_lp))
+
+
+def _added_bos(tok: Any) -> str:
+    """The BOS text a tokenizer puts before a plain text ("" when it adds none), found once per tokenizer."""
+    bos = getattr(tok, "_ragbench_added_bos", None)
+    if bos is None:
+        ids = tok("a").input_ids
+        bos = tok.bos_token if tok.bos_token is not None and ids and ids[0] == tok.bos_token_id else ""
+        tok._ragbench_added_bos = bos
+    return bos
