@@ -36,13 +36,14 @@ sys.path.insert(0, str(REPO))
 
 from ragbench import registry  # noqa: E402
 from ragbench.cache import Cache  # noqa: E402
-from ragbench.config import load_pipeline, load_task_card  # noqa: E402
+from ragbench.config import load_pipeline  # noqa: E402
 from ragbench.llm.base import LLM, Chat, Generation, Sampling  # noqa: E402
 from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm  # noqa: E402
 from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir  # noqa: E402
 from ragbench.progress import Reporter  # noqa: E402
 from ragbench.stage import StageEnv  # noqa: E402
 from ragbench.tasks import load_task  # noqa: E402
+from ragbench.tasks.card import load_task_card  # noqa: E402
 
 TARGET = 2.0
 

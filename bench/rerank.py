@@ -33,11 +33,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from ragbench import registry  # noqa: E402
 from ragbench.cache import Cache  # noqa: E402
-from ragbench.config import load_task_card  # noqa: E402
 from ragbench.metrics.ir import evaluate  # noqa: E402
 from ragbench.progress import Reporter  # noqa: E402
 from ragbench.stage import Stage, StageEnv  # noqa: E402
 from ragbench.tasks import load_task  # noqa: E402
+from ragbench.tasks.card import load_task_card  # noqa: E402
 from ragbench.types import Ranking, TaskData  # noqa: E402
 
 TARGET_ICR = 0.4

@@ -1,5 +1,14 @@
 """Content-addressed cache for stage outputs, partial (per-batch) outputs and artifacts.
 
+The cache owns its folder layout; callers ask for an entry by kind and key, never compose paths:
+
+    outputs/<k2>/<key>/{data,meta.json}   a stage's whole output, per query set
+    batches/<k2>/<key>                    one batch of it (resume inside a stage)
+    artifacts/<k2>/<key>/                 finished folders (indexes, embeddings, derived corpora)
+    work/<k2>/<key>/                      an artifact's parts while it is being built (resume inside a build)
+    llm/<k2>/<key>.json                   one LLM request's result
+    models/                               GGUF files converted to Hugging Face folders
+
 Keys are hashes of everything that determines a result (stage config, upstream keys, data
 fingerprint, code version), never of a component's name, so a changed setting can never
 reuse a stale result. Every write is atomic (temp file or folder, then rename): a run
@@ -112,6 +121,27 @@ class Cache:
     def artifact(self, key: str, build: Callable[[Path], None]) -> Path:
         """Return the folder for `key`, building it with `build(tmp)` first if absent."""
         return build_folder(self._entry("artifacts", key), build)
+
+    def work_dir(self, key: str) -> Path:
+        """Where a resumable build keeps its finished parts until the artifact is complete."""
+        return self._entry("work", key)
+
+    # -- single LLM results and converted models -------------------------------------------
+    def llm_entry(self, key: str) -> Path:
+        return self.root / "llm" / key[:2] / f"{key}.json"
+
+    def get_json(self, path: Path) -> Any:
+        """A JSON entry, or None when it is missing or was cut short."""
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
 
     def size(self) -> tuple[int, int]:
         """(files, bytes) under the cache root."""

@@ -70,7 +70,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
     import tempfile
 
     from ragbench.cache import Cache
-    from ragbench.config import check_metrics, final_depth, load_pipeline, load_task_card
+    from ragbench.config import final_depth, load_pipeline
     from ragbench.evaluation import (
         computable_metrics,
         evaluate_result,
@@ -81,10 +81,12 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         stage_metrics,
     )
     from ragbench.metrics.degradation import headline
+    from ragbench.metrics.spec import check_metrics
     from ragbench.pipeline import run_pipeline
     from ragbench.progress import Reporter
     from ragbench.runs import config_hash, default_folder, write_run_folder
     from ragbench.tasks import load_task
+    from ragbench.tasks.card import load_task_card
     from ragbench.yamlio import LocatedYaml
 
     start = time.perf_counter()
@@ -145,7 +147,7 @@ def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, 
         out.print(f"{c.spec.id}: {c.stats.get('summary', '')}", highlight=False)
     for s in result.rankings:
         if s.spec.cls.produces == "relevance":
-            from ragbench.metrics.relevance import relevance_summary
+            from ragbench.judges.relevance import relevance_summary
 
             r = relevance_summary(s.relevance, s.spec.options.relevant_at)
             out.print(f"{s.spec.id}: {r['graded']} of {r['pairs']} (query, document) pairs graded, {r['unparsed']} unparseable "
@@ -221,8 +223,8 @@ def validate(files) -> None:
 @_friendly
 def list_cmd() -> None:
     """Show components with their options, and the task cards."""
-    from ragbench import registry
-    from ragbench.config import TASKS_DIR, load_task_card
+    from ragbench import catalog, registry
+    from ragbench.tasks.card import load_task_card
 
     for name in registry.names():
         cls = registry.get(name)
@@ -239,7 +241,7 @@ def list_cmd() -> None:
     tasks = Table(title="tasks", title_justify="left", show_edge=False)
     for col in ("task", "splits", "metrics", "description"):
         tasks.add_column(col, overflow="fold")
-    for path in sorted(TASKS_DIR.glob("*.yaml")):
+    for path in catalog.files("task"):
         card, _ = load_task_card(path)
         tasks.add_row(card.name, ", ".join(card.splits), ", ".join(card.metrics), card.description)
     out.print(tasks)
@@ -264,7 +266,7 @@ def correlate(runs, xs, ys, fmt) -> None:
     """Kendall tau-b and Spearman rho between retrieval and answer metrics of RUNS, over queries and over runs."""
     import json as _json
 
-    from ragbench.metrics.correlate import correlate as compute
+    from ragbench.report.correlate import correlate as compute
 
     rows = compute([Path(r) for r in runs], list(xs), list(ys))
     if fmt == "json":
@@ -387,8 +389,8 @@ def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_f
     import json as _json
 
     from ragbench.jsonl import json_records
-    from ragbench.metrics.calibration import calibrate
-    from ragbench.metrics.correlate import read_per_query
+    from ragbench.report.calibration import calibrate
+    from ragbench.report.correlate import read_per_query
 
     if (run_dir is None) == (score_field is None) or (run_dir is not None and metric is None):
         raise RagbenchError.at("judge-calibrate", "give --run RUN --metric NAME, or --score-field FIELD")

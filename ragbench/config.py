@@ -12,24 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from ragbench import registry
+from ragbench import catalog, registry
 from ragbench.errors import Problem, RagbenchError
+from ragbench.metrics.spec import check_metrics
 from ragbench.stage import Stage, StageOptions
-from ragbench.yamlio import Loc, LocatedYaml, format_loc, load_yaml
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PIPELINES_DIR = REPO_ROOT / "pipelines"
-TASKS_DIR = REPO_ROOT / "tasks"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from ragbench.yamlio import Loc, LocatedYaml, Strict, format_loc, load_yaml, pydantic_problems
 
 
 # ----------------------------------------------------------------------------- pipelines
-class _PipelineSpec(_Strict):
+class _PipelineSpec(Strict):
     name: str
     description: str = ""
     metrics: list[str] | None = Field(None, description="ir_measures names; default: the task card's")
@@ -104,47 +97,6 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _yaml_loc(data: Any, loc: Loc) -> tuple[Loc, str]:
-    """pydantic's error location as a path in the YAML, and the tagged-union choice it went through.
-
-    A discriminated union (`llm: {backend: transformers}`) puts the tag in the location
-    (llm.transformers.base_url), though it is no key in the file: it is dropped and returned
-    as "backend 'transformers'".
-    """
-    out: list[str | int] = []
-    node, tag = data, ""
-    for j, part in enumerate(loc):
-        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        elif isinstance(node, dict) and j < len(loc) - 1 and part in node.values():
-            tag = next(f"{k} '{part}'" for k, v in node.items() if v == part)
-            continue
-        else:
-            node = None
-        out.append(part)
-    return tuple(out), tag
-
-
-def _pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) -> list[Problem]:
-    out = []
-    for e in err.errors():
-        loc, tag = _yaml_loc(doc.data, (*prefix, *e["loc"]))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown field for {tag}" if tag else "unknown field"
-        elif e["type"] == "union_tag_invalid":
-            loc = (*loc, e["ctx"]["discriminator"].strip("'"))
-            msg = f"unknown {e['ctx']['discriminator'].strip(chr(39))} {e['ctx']['tag']!r} (expected one of: {e['ctx']['expected_tags']})"
-        elif e["type"] == "union_tag_not_found":
-            msg = f"{e['ctx']['discriminator']} is required"
-        elif e["type"] == "missing":
-            msg = "required field is missing"
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
-        out.append(Problem(doc.file, msg, doc.line(loc), format_loc(loc)))
-    return out
-
-
 def _known_fields(cls: type[Stage]) -> str:
     return ", ".join(cls.Options.model_fields) or "none"
 
@@ -157,7 +109,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
     try:
         spec = _PipelineSpec.model_validate(doc.data)
     except ValidationError as e:
-        return None, _pydantic_problems(doc, e)
+        return None, pydantic_problems(doc, e)
 
     stages: list[StageSpec] = []
     depths: dict[str, int | None] = {}
@@ -184,7 +136,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
         try:
             options = cls.Options.model_validate(raw)
         except ValidationError as e:
-            for p in _pydantic_problems(doc, e, loc):
+            for p in pydantic_problems(doc, e, loc):
                 if p.message == "unknown field":
                     p.message = f"unknown field for type '{type_name}' (its fields: {_known_fields(cls)})"
                 problems.append(p)
@@ -247,38 +199,6 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str],
     if inherited and inherited != {name}:
         return None, f"corpus '{name}' differs from the corpus its input ranks ({', '.join(str(c or 'the task corpus') for c in inherited)})"
     return name, ""
-
-
-def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
-                  has_reader: bool | None = None, judged: list[str] | None = None) -> list[Problem]:
-    """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
-    from ragbench.metrics import recall_free
-    from ragbench.metrics.answers import parse_answer_metric
-    from ragbench.metrics.ir import cutoff, parse_measure
-
-    problems = []
-    for j, name in enumerate(names):
-        try:
-            answer = parse_answer_metric(name)
-        except ValueError:
-            answer = None
-        if answer is not None:
-            if has_reader is False and answer.needs != "retrieved":
-                problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", doc.line((*loc, j)), format_loc((*loc, j))))
-            elif judged is not None and answer.needs == "judge" and answer.kind not in judged:
-                method = {"judge_acc": "rating"}.get(answer.kind, answer.kind)
-                problems.append(Problem(doc.file, f"{name} needs a judge: add a 'type: judge' stage with method: {method} after the reader", doc.line((*loc, j)), format_loc((*loc, j))))
-            continue
-        try:
-            free = recall_free.parse(name)
-            measure = parse_measure(name) if free is None else None
-        except ValueError as e:
-            problems.append(Problem(doc.file, str(e), doc.line((*loc, j)), format_loc((*loc, j))))
-            continue
-        k = free.depth if free is not None else cutoff(measure)
-        if depth is not None and k is not None and k > depth:
-            problems.append(Problem(doc.file, f"{name} needs rankings of depth {k} but the last stage returns top_k={depth}", doc.line((*loc, j)), format_loc((*loc, j))))
-    return problems
 
 
 def _still_computable(metrics: tuple[str, ...] | None, stages: tuple[StageSpec, ...]) -> tuple[str, ...] | None:
@@ -351,7 +271,7 @@ def apply_overrides(doc: LocatedYaml, overrides: list[str] | tuple[str, ...]) ->
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:
-    path = resolve_path(path, PIPELINES_DIR, "pipeline")
+    path = catalog.find(path, "pipeline")
     doc = load_yaml(path)
     pipeline, problems = parse_pipeline(apply_overrides(doc, overrides) if overrides else doc)
     if problems:
@@ -360,90 +280,16 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return pipeline
 
 
-# ----------------------------------------------------------------------------- task cards
-class HFSource(_Strict):
-    """One Hugging Face dataset table (or a local parquet/jsonl file or save_to_disk folder)."""
-
-    path: str
-    name: str | None = None
-    split: str = "{split}"
-    revision: str | None = None
-    fields: dict[str, str] = Field(default_factory=dict, description="our field -> dataset column; id '__index__' = row number")
-
-
-class HFSpec(_Strict):
-    queries: HFSource
-    corpus: HFSource | None = None
-    qrels: HFSource | None = None
-    relevant_format: str = Field("ids", description="how the queries' 'relevant' column names documents: ids | wikipedia_urls")
-
-
-class SplitSpec(_Strict):
-    where: dict[str, Any] = Field(default_factory=dict, description="keep queries whose fields equal these values")
-    hf_split: str | None = None
-
-
-class TaskCard(_Strict):
-    name: str
-    description: str = ""
-    homepage: str = ""
-    citation: str = ""
-    license: str = ""
-    embedded: str | None = Field(None, description="folder under ragbench/data shipped with the package")
-    hf: HFSpec | None = None
-    splits: dict[str, SplitSpec] = Field(default_factory=lambda: {"test": SplitSpec()})
-    default_split: str = "test"
-    metrics: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
-    answer_metrics: list[str] = Field(default_factory=list, description="answer metrics added when the pipeline has a reader (EM, F1, popqa_acc, answer_recall@k)")
-    answers_field: str = Field("answers", description="query field holding the gold answers (a list, or a JSON list as text)")
-    group_by: list[str] = Field(default_factory=list, description="query fields results are broken down by (s_pop -> popularity deciles; lists -> one group per value)")
-    corpus_hint: str = Field("", description="how to get a corpus when none ships (printed when missing)")
-
-
-def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
-    if not isinstance(doc.data, dict):
-        return None, [Problem(doc.file, "a task card must be a YAML mapping with 'name'", 1)]
-    try:
-        card = TaskCard.model_validate(doc.data)
-    except ValidationError as e:
-        return None, _pydantic_problems(doc, e)
-    problems = []
-    if card.default_split not in card.splits:
-        problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}", doc.line(("default_split",)), "default_split"))
-    problems += check_metrics(card.metrics, None, doc, ("metrics",))
-    problems += check_metrics(card.answer_metrics, None, doc, ("answer_metrics",))
-    return (None, problems) if problems else (card, [])
-
-
-def load_task_card(name_or_path: str | Path) -> tuple[TaskCard, Path]:
-    path = resolve_path(name_or_path, TASKS_DIR, "task")
-    card, problems = parse_task_card(load_yaml(path))
-    if problems:
-        raise RagbenchError(problems)
-    assert card is not None
-    return card, path
-
-
-def resolve_path(name_or_path: str | Path, folder: Path, what: str) -> Path:
-    """A path as given, or a bare name looked up in the shipped folder."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    candidate = folder / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(x.stem for x in folder.glob("*.yaml"))
-    raise RagbenchError.at(str(name_or_path), f"no such {what}; give a YAML path or one of: {', '.join(known)}")
-
-
 def validate_file(path: str | Path) -> list[Problem]:
     """Validate a pipeline or a task card (told apart by a top-level 'stages' key)."""
+    from ragbench.tasks.card import parse_task_card
+
     try:
         doc = load_yaml(path)
     except RagbenchError as e:
         return e.problems
     if isinstance(doc.data, dict) and "stages" not in doc.data and ("splits" in doc.data or "hf" in doc.data or "embedded" in doc.data):
         return parse_task_card(doc)[1]
-    if isinstance(doc.data, dict) and "stages" not in doc.data and Path(path).resolve().parent == TASKS_DIR:
+    if isinstance(doc.data, dict) and "stages" not in doc.data and Path(path).resolve().parent == catalog.folder("task").resolve():
         return parse_task_card(doc)[1]
     return parse_pipeline(doc)[1]

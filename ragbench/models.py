@@ -11,10 +11,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ragbench.errors import RagbenchError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,3 +100,37 @@ def weights_hash(folder: Path, gguf_file: str | None = None) -> str:
             _HASHES[memo_key] = h.hexdigest()
         digest.update(json.dumps([f.name, _HASHES[memo_key]]).encode())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- devices and loaded models
+_LOADED: dict[tuple[Any, ...], Any] = {}
+_LOCK = threading.RLock()
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when torch sees a GPU, else mps on Apple silicon, else cpu; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def shared(key: tuple[Any, ...], load: Callable[[], T]) -> T:
+    """The process-wide copy of a loaded model: `load()` runs once per key (model, device, settings),
+    so stages and tests that ask for the same weights share them instead of loading them again."""
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = load()
+        return _LOADED[key]
+
+
+def forget_loaded(kind: str | None = None) -> None:
+    """Drop loaded models (all, or those whose key starts with `kind`): tests, freeing memory."""
+    with _LOCK:
+        for key in [k for k in _LOADED if kind is None or (k and k[0] == kind)]:
+            del _LOADED[key]

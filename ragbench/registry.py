@@ -23,9 +23,9 @@ COMPONENTS: dict[str, str] = {
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
     "reader": "ragbench.readers.reader:Reader",
     "long_units": "ragbench.corpora.long_units:LongUnits",
-    "judge": "ragbench.metrics.judge:Judge",
+    "judge": "ragbench.judges.judge:Judge",
     "hard_negatives": "ragbench.experiments.hard_negatives:HardNegatives",
-    "relevance_judge": "ragbench.metrics.relevance:RelevanceJudge",
+    "relevance_judge": "ragbench.judges.relevance:RelevanceJudge",
 }
 
 

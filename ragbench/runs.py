@@ -102,7 +102,7 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
             for q in task.queries if q.id in exp.probes))
     judged = [s for s in result.stages if s.spec.cls.produces == "relevance"]
     for rel in judged:
-        from ragbench.metrics.relevance import relevance_summary
+        from ragbench.judges.relevance import relevance_summary
 
         atomic_write_text(folder / "relevance.jsonl", "".join(
             json.dumps({"stage": rel.spec.id, **rel.relevance[q.id].to_json(), "llm": rel.identity.get("llm", {}).get("model")},
@@ -111,7 +111,7 @@ def write_run_folder(folder: Path, pipeline: Pipeline, task: TaskData, result: P
         atomic_write_text(folder / "qrels.llm.tsv", "".join(
             f"{qid}\t0\t{d}\t{g}\n" for qid, row in rel.view.qrels.items() for d, g in row.items()))
     if experiments:
-        from ragbench.metrics.degradation import plot
+        from ragbench.report.experiment_plots import plot
 
         for summary in experiments.values():
             plot(summary, folder, title=task.name)

@@ -1,4 +1,5 @@
-"""YAML loading that remembers the line of every key, so errors can say FILE:LINE."""
+"""YAML loading that remembers the line of every key, so errors can say FILE:LINE, and pydantic's
+validation errors mapped onto those lines."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ragbench.errors import RagbenchError
+from ragbench.errors import Problem, RagbenchError
 
 Loc = tuple[str | int, ...]
+
+
+class Strict(BaseModel):
+    """A YAML schema: unknown fields are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LocatedYaml:
@@ -66,4 +74,45 @@ def format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _yaml_loc(data: Any, loc: Loc) -> tuple[Loc, str]:
+    """pydantic's error location as a path in the YAML, and the tagged-union choice it went through.
+
+    A discriminated union (`llm: {backend: transformers}`) puts the tag in the location
+    (llm.transformers.base_url), though it is no key in the file: it is dropped and returned
+    as "backend 'transformers'".
+    """
+    out: list[str | int] = []
+    node, tag = data, ""
+    for j, part in enumerate(loc):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and j < len(loc) - 1 and part in node.values():
+            tag = next(f"{k} '{part}'" for k, v in node.items() if v == part)
+            continue
+        else:
+            node = None
+        out.append(part)
+    return tuple(out), tag
+
+
+def pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        loc, tag = _yaml_loc(doc.data, (*prefix, *e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field for {tag}" if tag else "unknown field"
+        elif e["type"] == "union_tag_invalid":
+            loc = (*loc, e["ctx"]["discriminator"].strip("'"))
+            msg = f"unknown {e['ctx']['discriminator'].strip(chr(39))} {e['ctx']['tag']!r} (expected one of: {e['ctx']['expected_tags']})"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"{e['ctx']['discriminator']} is required"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append(Problem(doc.file, msg, doc.line(loc), format_loc(loc)))
     return out

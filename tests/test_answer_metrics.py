@@ -7,8 +7,8 @@ import unicodedata
 
 import pytest
 
+from ragbench.judges.judge import JUDGE_PROMPT
 from ragbench.metrics.answers import (
-    JUDGE_PROMPT,
     answer_recall,
     dpr_tokens,
     exact_match,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 from ragbench.cli import main
-from ragbench.metrics.calibration import calibrate, f1_curve
+from ragbench.report.calibration import calibrate, f1_curve
 
 SCORES = [0.9, 0.6, 0.2, 0.0]
 LABELS = [1, 1, 0, 0]

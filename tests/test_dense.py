@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.config import load_pipeline, load_task_card, parse_pipeline
+from ragbench.config import load_pipeline, parse_pipeline
 from ragbench.pipeline import run_pipeline
 from ragbench.progress import Reporter
 from ragbench.retrievers.dense import Dense, DenseOptions
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Corpus, Document, Query, TaskData
 from ragbench.yamlio import load_yaml
 

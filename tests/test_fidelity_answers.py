@@ -12,7 +12,8 @@ import pytest
 from ragbench.cache import Cache
 from ragbench.config import StageSpec
 from ragbench.evaluation import evaluate_ranking, evaluate_result, judge_summaries
-from ragbench.metrics import statements as st
+from ragbench.judges import statements as st
+from ragbench.judges.judge import Judge, JudgeOptions
 from ragbench.metrics.answers import (
     answer_recall,
     exact_match,
@@ -24,7 +25,6 @@ from ragbench.metrics.answers import (
     token_recall,
 )
 from ragbench.metrics.degradation import standard_error
-from ragbench.metrics.judge import Judge, JudgeOptions
 from ragbench.pipeline import PipelineResult, StageResult
 from ragbench.progress import Reporter
 from ragbench.readers.reader import Reader, ReaderOptions

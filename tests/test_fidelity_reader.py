@@ -190,9 +190,10 @@ def test_demos_come_from_the_whole_split_whatever_the_limit(tmp_path: Path) -> N
     and the stage's cache key follows the split's questions, not the limit."""
     import dataclasses
 
-    from ragbench.config import load_pipeline, load_task_card
+    from ragbench.config import load_pipeline
     from ragbench.pipeline import stage_key
     from ragbench.tasks import load_task
+    from ragbench.tasks.card import load_task_card
 
     card, _ = load_task_card("popqa")
     full = load_task(card, data_dir=SHARED / "popqa", need_corpus=False)

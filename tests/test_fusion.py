@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.config import load_task_card, parse_pipeline
+from ragbench.config import parse_pipeline
 from ragbench.pipeline import run_pipeline
 from ragbench.progress import Reporter
 from ragbench.retrievers.fusion import Fusion, FusionOptions
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Query, Ranking
 from ragbench.yamlio import load_yaml
 

@@ -79,9 +79,9 @@ def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None
     assert set(exp["negatives"]) == {"bm25", "random"} and set(exp["negatives"]["bm25"]) == {"0", "1"}
     assert "HND[bm25]" in metrics["metrics"] and "k_star[reordered]" in metrics["metrics"]
     assert (run / "hard_negatives.png").stat().st_size > 1000 and (run / "inverted_u.png").stat().st_size > 1000
-    from ragbench.config import load_task_card
     from ragbench.metrics.answers import has_answer
     from ragbench.tasks import load_task
+    from ragbench.tasks.card import load_task_card
 
     task = load_task(load_task_card("popqa-sample")[0], limit=3)
     for row in map(json.loads, (run / "experiment.jsonl").read_text().splitlines()):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.config import load_task_card
 from ragbench.corpora import long_units as lu
 from ragbench.corpora.long_units import (
     LongUnitsOptions,
@@ -23,6 +22,7 @@ from ragbench.corpora.long_units import (
 )
 from ragbench.tasks import load_task
 from ragbench.tasks.beir import load_corpus
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Corpus, Document
 from tests.conftest import SHARED_DATA
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.config import load_pipeline, load_task_card, parse_pipeline
+from ragbench.config import load_pipeline, parse_pipeline
 from ragbench.metrics.ir import evaluate
 from ragbench.pipeline import run_pipeline
 from ragbench.progress import Reporter
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.yamlio import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,13 +12,14 @@ from click.testing import CliRunner
 
 from ragbench.cache import Cache
 from ragbench.cli import main
-from ragbench.config import load_task_card, validate_file
+from ragbench.config import validate_file
 from ragbench.metrics.answers import parse_judgement
 from ragbench.progress import Reporter
 from ragbench.readers.answer_rules import popqa_answer
 from ragbench.readers.reader import Reader, both_ends, clean_answer
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Ranking
 
 

@@ -95,8 +95,8 @@ def test_run_reports_them_and_checks_the_depth_e_needs(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert list(written) == ["nDCG@10", "T@10", "E_0.5@10", "nDCG_rf@10"]
     # recomputed from the run file and the qrels by the formulas, independently of the CLI
-    from ragbench.config import load_task_card
     from ragbench.tasks import load_task
+    from ragbench.tasks.card import load_task_card
 
     task = load_task(load_task_card("popqa-sample")[0])
     runs: dict[str, list[tuple[int, str]]] = {}

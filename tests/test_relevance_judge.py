@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ragbench.metrics.relevance import RelevanceJudge as RJ
-from ragbench.metrics.relevance import RelevanceOptions, parse_grade, relevance_summary
+from ragbench.judges.relevance import RelevanceJudge as RJ
+from ragbench.judges.relevance import RelevanceOptions, parse_grade, relevance_summary
 from ragbench.types import Assessment, TaskData
 
 

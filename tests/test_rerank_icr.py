@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from ragbench.cache import Cache
-from ragbench.config import load_task_card, parse_pipeline, validate_file
+from ragbench.config import parse_pipeline, validate_file
 from ragbench.errors import RagbenchError
 from ragbench.progress import Reporter
 from ragbench.rerankers.icr import (
@@ -29,6 +29,7 @@ from ragbench.rerankers.icr import (
     windows,
 )
 from ragbench.stage import StageEnv
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Query, Ranking
 
 DOCS = [

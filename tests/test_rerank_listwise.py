@@ -257,9 +257,9 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def popqa(cache_root: Path) -> tuple[TaskData, dict[str, Ranking]]:
     """Two PopQA-sample questions and their BM25 top 10 (the CPU prefill of a window is seconds)."""
-    from ragbench.config import load_task_card
     from ragbench.pipeline import run_pipeline
     from ragbench.tasks import load_task
+    from ragbench.tasks.card import load_task_card
 
     card, _ = load_task_card("popqa-sample")
     task = load_task(card, data_dir=EMBEDDED, limit=2)

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from ragbench.cache import Cache
-from ragbench.config import load_task_card
 from ragbench.progress import Reporter
 from ragbench.rerankers.listwise import Listwise
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Ranking
 from tests.conftest import SHARED_DATA
 from tests.vllm_server import SERVED_NAME

@@ -25,7 +25,6 @@ import pytest
 from scipy import sparse
 
 from ragbench.cache import Cache
-from ragbench.config import load_task_card
 from ragbench.metrics.ir import evaluate
 from ragbench.progress import Reporter
 from ragbench.retrievers.base import Retriever
@@ -37,6 +36,7 @@ from ragbench.retrievers.sparse_index import (
 )
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
 from ragbench.types import Corpus, Document, Query, Ranking, TaskData
 from tests.conftest import require_lucene
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ragbench.metrics.statements import (
+from ragbench.judges.statements import (
     count_labels,
     json_schema,
     parse_statements,
@@ -60,7 +60,7 @@ def test_json_parser_reads_one_label_per_statement() -> None:
 def test_json_parser_needs_a_vllm_backend() -> None:
     from pydantic import ValidationError
 
-    from ragbench.metrics.judge import JudgeOptions
+    from ragbench.judges.judge import JudgeOptions
 
     with pytest.raises(ValidationError, match="needs a vLLM backend"):
         JudgeOptions(method="faithfulness", parser="json")

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from ragbench.config import TASKS_DIR, TaskCard, load_task_card
+from ragbench import catalog
 from ragbench.errors import Problem, RagbenchError
 from ragbench.progress import Reporter
 from ragbench.tasks import EMBEDDED_DIR, load_task
+from ragbench.tasks.card import TaskCard, load_task_card
 from ragbench.tasks.hf import split_glued_links, wikipedia_id
 
 # as in conftest.py: $RAGBENCH_DATA, else the shared/data folder beside the repository
@@ -114,7 +115,7 @@ TINY = TaskCard(name="tiny")
 
 def card_with_paths(tmp_path: Path, task: str, paths: dict[str, str]) -> TaskCard:
     """The real tasks/<task>.yaml with only its hf.<table>.path values replaced."""
-    data = yaml.safe_load((TASKS_DIR / f"{task}.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((catalog.folder("task") / f"{task}.yaml").read_text(encoding="utf-8"))
     for table, path in paths.items():
         assert "path" in data["hf"][table]
         data["hf"][table]["path"] = path
@@ -144,7 +145,7 @@ def write_table(rows: list[dict[str, Any]], dest: Path, fmt: str, split: str | N
 
 
 # ----------------------------------------------------------------------------- 1. cards, SciFact, popqa-sample
-CARDS = sorted(TASKS_DIR.glob("*.yaml"))
+CARDS = catalog.files("task")
 
 
 def test_all_cards_found() -> None:

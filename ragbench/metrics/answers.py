@@ -167,26 +167,6 @@ def answer_recall(texts: Sequence[str], golds: Golds, k: int, joined: bool = Fal
 
 # ---------------------------------------------------------------- FRAMES-style judge
 
-# Modelled on the auto-rater prompt in FRAMES (Krishna et al. 2024, arXiv:2409.12941, Fig. 6):
-# show the question, the response and the gold answer; ask whether the gold answer's meaning and
-# key facts are in the response; end with a TRUE/FALSE decision. The wording here is ours.
-JUDGE_PROMPT = """===Task===
-You will judge an answer written by a language model against a ground truth answer. Decide
-whether the ground truth answer is present in the model's response.
-===Instructions===
-1. Compare the "Response" with the "Ground truth answer".
-2. Judge substance, not wording: equivalent phrasings, units or formats of the same fact count
-   as a match. Exact wording matters only where it changes the meaning.
-3. Answer TRUE only if the meaning and the key facts of the ground truth answer are in the
-   response. Answer FALSE if the response leaves them out or contradicts them.
-===Input===
-Question: {question}
-Response: {response}
-Ground truth answer: {gold}
-===Output format===
-Explanation: <one or two sentences on how you decided>
-Decision: <TRUE or FALSE>"""
-
 _THINK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
 _LABEL = re.compile(r"\b(?:decision|verdict|final answer|judge?ment|rating|grade)\W{0,3}:", re.IGNORECASE)
 _VERDICT = re.compile(r"\b(true|false)\b", re.IGNORECASE)

@@ -257,7 +257,7 @@ figcaption, .meta { font-size: 0.8rem; color: #555; }
 
 def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench leaderboard") -> str:
     """A standalone page: the table (best per task highlighted) and the plots as embedded PNGs."""
-    from ragbench.metrics.degradation import figures
+    from ragbench.report.experiment_plots import figures
 
     mask = best_mask(df)
     shown = df.drop(columns=["created"])

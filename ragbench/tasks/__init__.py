@@ -11,10 +11,10 @@ import json
 import os
 from pathlib import Path
 
-from ragbench.config import TaskCard
 from ragbench.errors import RagbenchError
 from ragbench.progress import Reporter
 from ragbench.tasks import beir
+from ragbench.tasks.card import TaskCard
 from ragbench.types import Corpus, Qrels, Query, TaskData
 
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "data"

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ragbench.config import HFSource, HFSpec
 from ragbench.errors import RagbenchError
+from ragbench.tasks.card import HFSource, HFSpec
 from ragbench.types import Corpus, Document, Qrels, Query
 
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"}

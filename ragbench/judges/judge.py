@@ -6,7 +6,7 @@ Methods (each gives one per-query score named after it, see `METRIC`):
   `parse_judgement`, a fixed rule (the last labelled decision, negations respected).
 - `faithfulness` -> `faithfulness`: statement-level support of the answer by the context the
   reader read (docs/methods.md, Statement-level faithfulness and correctness (Ispas et al.);
-  `metrics/statements.py`): split, label PASSED / FAILED, count.
+  `judges/statements.py`): split, label PASSED / FAILED, count.
 - `correctness` -> `correctness`: statement-level TP / FP / FN of the answer against the gold
   answer; recall TP/(TP+FN), or F1 with `score: f1`.
 
@@ -28,12 +28,32 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ragbench.errors import RagbenchError
+from ragbench.judges import statements as st
 from ragbench.llm.base import Chat, Sampling
 from ragbench.llm.stage import LLMOptions, UsesLLM
-from ragbench.metrics import statements as st
-from ragbench.metrics.answers import JUDGE_PROMPT, gold_answers, parse_judgement
+from ragbench.metrics.answers import gold_answers, parse_judgement
 from ragbench.stage import Stage
 from ragbench.types import Answer, Corpus, Judgement, Query, TaskData
+
+# Modelled on the auto-rater prompt in FRAMES (Krishna et al. 2024, arXiv:2409.12941, Fig. 6):
+# show the question, the response and the gold answer; ask whether the gold answer's meaning and
+# key facts are in the response; end with a TRUE/FALSE decision. The wording here is ours.
+JUDGE_PROMPT = """===Task===
+You will judge an answer written by a language model against a ground truth answer. Decide
+whether the ground truth answer is present in the model's response.
+===Instructions===
+1. Compare the "Response" with the "Ground truth answer".
+2. Judge substance, not wording: equivalent phrasings, units or formats of the same fact count
+   as a match. Exact wording matters only where it changes the meaning.
+3. Answer TRUE only if the meaning and the key facts of the ground truth answer are in the
+   response. Answer FALSE if the response leaves them out or contradicts them.
+===Input===
+Question: {question}
+Response: {response}
+Ground truth answer: {gold}
+===Output format===
+Explanation: <one or two sentences on how you decided>
+Decision: <TRUE or FALSE>"""
 
 #: the per-query metric each method produces
 METRIC = {"rating": "judge_acc", "faithfulness": "faithfulness", "correctness": "correctness"}

@@ -1,0 +1,122 @@
+"""Metric names parsed once into typed specs, the way ir_measures parses its measures.
+
+Three grammars meet in a pipeline's `metrics:` list: ir_measures' (`nDCG@10`, `R@100`), the
+recall-free measures' (`T@5`, `E_0.3@10x2`, `nDCG_rf@10`) and the answer metrics' (`EM`,
+`answer_recall@5`, `judge_acc`); experiment stages add their headline figures (`HND[bm25]`).
+`parse_metric` turns any of them into a `MetricSpec` that says what the metric needs (a ranking
+and qrels, the reader's answer, a judge, an experiment), how deep a ranking it reads and whether
+higher is better. Validation, evaluation, `check` and the leaderboard all read that spec.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ragbench.errors import Problem
+from ragbench.yamlio import Loc, LocatedYaml, format_loc
+
+Family = Literal["ir", "recall_free", "answer_recall", "answer", "judge", "experiment"]
+#: what a metric is computed from
+Need = Literal["ranking", "qrels", "gold_answers", "prediction", "judge", "probes"]
+
+_EXPERIMENT = re.compile(r"(?P<kind>HND|rel_drop|peak_drop|k_star)\[(?P<of>[^\]]+)\]")
+_EXPERIMENT_DIRECTION = {"HND": False, "rel_drop": False, "peak_drop": False, "k_star": None}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric name, parsed: its family, what it needs, how deep it reads, which way is better."""
+
+    name: str
+    family: Family
+    needs: frozenset[Need]
+    depth: int | None = None  # the ranking depth it reads (a cutoff), None: the whole ranking or none
+    higher_is_better: bool | None = True  # None: no direction (k*, the best number of passages)
+    measure: Any = None  # the parsed measure: ir_measures' Measure, a RecallFreeMeasure or an AnswerMetric
+    judged_by: str | None = None  # judge family: the score a judge stage gives (judge_acc, faithfulness, correctness)
+
+    @property
+    def scores_ranking(self) -> bool:
+        """Computed on a ranking (IR measures, recall-free measures, answer recall)."""
+        return "ranking" in self.needs
+
+    @property
+    def requestable(self) -> bool:
+        """Whether a pipeline or task card may ask for it (experiment figures come with their stage)."""
+        return self.family != "experiment"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_metric(name: str) -> MetricSpec:
+    """The spec of a metric name; ValueError (one line, with the known syntax) when it is none."""
+    from ragbench.metrics import recall_free
+    from ragbench.metrics.answers import parse_answer_metric
+    from ragbench.metrics.ir import cutoff, parse_measure
+
+    if m := _EXPERIMENT.fullmatch(name.strip()):
+        return MetricSpec(name, "experiment", frozenset({"probes"}), higher_is_better=_EXPERIMENT_DIRECTION[m["kind"]])
+    try:
+        answer = parse_answer_metric(name)
+    except ValueError:
+        answer = None
+    if answer is not None:
+        if answer.needs == "retrieved":
+            return MetricSpec(name, "answer_recall", frozenset({"ranking", "gold_answers"}), answer.k, measure=answer)
+        if answer.needs == "judge":
+            return MetricSpec(name, "judge", frozenset({"judge"}), measure=answer, judged_by=answer.kind)
+        return MetricSpec(name, "answer", frozenset({"prediction", "gold_answers"}), measure=answer)
+    free = recall_free.parse(name)
+    if free is not None:
+        return MetricSpec(name, "recall_free", frozenset({"ranking", "qrels"}), free.depth, measure=free)
+    measure = parse_measure(name)
+    return MetricSpec(name, "ir", frozenset({"ranking", "qrels"}), cutoff(measure), measure=measure)
+
+
+def direction(name: str) -> bool | None:
+    """Higher is better (True), lower (False), no direction or an unknown name (None)."""
+    try:
+        return parse_metric(name).higher_is_better
+    except ValueError:
+        return None
+
+
+def computable(names: list[str], has_ranking: bool, has_reader: bool) -> list[str]:
+    """Drop the answer metrics a pipeline has nothing for: answer recall without a ranking (closed
+    book), answer scores without a reader (a retrieval-only run)."""
+    keep = []
+    for n in names:
+        spec = parse_metric(n)
+        if spec.family == "answer_recall" and not has_ranking:
+            continue
+        if spec.family in ("answer", "judge") and not has_reader:
+            continue
+        keep.append(n)
+    return keep
+
+
+def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
+                  has_reader: bool | None = None, judged: list[str] | None = None) -> list[Problem]:
+    """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
+    problems = []
+    for j, name in enumerate(names):
+        where = (doc.line((*loc, j)), format_loc((*loc, j)))
+        try:
+            spec = parse_metric(name)
+        except ValueError as e:
+            problems.append(Problem(doc.file, str(e), *where))
+            continue
+        if not spec.requestable:
+            problems.append(Problem(doc.file, f"{name} is reported by its experiment stage, not requested", *where))
+        elif spec.family in ("answer", "judge") and has_reader is False:
+            problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", *where))
+        elif spec.family == "judge" and judged is not None and spec.judged_by not in judged:
+            method = {"judge_acc": "rating"}.get(str(spec.judged_by), spec.judged_by)
+            problems.append(Problem(
+                doc.file, f"{name} needs a judge: add a 'type: judge' stage with method: {method} after the reader", *where))
+        elif spec.family in ("ir", "recall_free") and depth is not None and spec.depth is not None and spec.depth > depth:
+            problems.append(Problem(
+                doc.file, f"{name} needs rankings of depth {spec.depth} but the last stage returns top_k={depth}", *where))
+    return problems
