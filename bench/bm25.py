@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     queries = task.queries
     print(f"corpus: {args.docs:,} docs, {n_tokens:,} tokens, {VOCAB:,}-word Zipf({ZIPF_S}) vocabulary "
           f"(seed {args.seed}, generated in {perf_counter() - t0:.1f} s)")
-    print(f"queries: {len(queries):,} of {QUERY_LEN[0]}-{QUERY_LEN[1]} terms (top {EXCLUDED_TOP_TERMS} terms excluded); "
+    print(f"queries: {len(queries):,} of {QUERY_LEN[0]}-{QUERY_LEN[1]} terms "
+          f"(top {EXCLUDED_TOP_TERMS} terms excluded); "
           f"top-{TOP_K}, 1 thread, k1=0.9 b=0.4, default analyzer; warm-up {WARMUP} queries untimed")
 
     n_rank = len(queries) if args.rank_bm25_queries <= 0 else min(args.rank_bm25_queries, len(queries))

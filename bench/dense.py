@@ -1,7 +1,8 @@
 """Benchmark the dense stage's corpus encoding: throughput against plain sentence-transformers,
 and peak memory while encoding a large synthetic corpus.
 
-    python bench/dense.py [--docs 100000] [--throughput-docs 5000] [--batch-size 64] [--repeats 2] [--seed 0] [--threads N]
+    python bench/dense.py [--docs 100000] [--throughput-docs 5000] [--batch-size 64] [--repeats 2] [--seed 0]
+                          [--threads N]
 
 Documents are 30-60 words drawn (Zipf 1.07) from the whole-word entries of the model's own
 WordPiece vocabulary, so a word is about one token (about 32-62 tokens per document).
@@ -120,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         task = make_task(vocabulary(probe), args.throughput_docs, args.seed)
         texts = [d.contents() for d in task.corpus.docs.values()]
         tokens = sum(len(x) for x in model.tokenizer(texts, add_special_tokens=False)["input_ids"])
-        print(f"corpus: {args.throughput_docs:,} docs of {DOC_WORDS[0]}-{DOC_WORDS[1]} words ({tokens / len(texts):.1f} tokens/doc) "
+        print(f"corpus: {args.throughput_docs:,} docs of {DOC_WORDS[0]}-{DOC_WORDS[1]} words "
+              f"({tokens / len(texts):.1f} tokens/doc) "
               f"from {len(vocabulary(probe)):,} whole-word vocabulary entries, Zipf({ZIPF_S}), seed {args.seed}")
-        print(f"model: {probe.options.model} on {model.device}, max_seq_length {model.max_seq_length}, batch {args.batch_size}, "
+        print(f"model: {probe.options.model} on {model.device}, max_seq_length {model.max_seq_length}, "
+              f"batch {args.batch_size}, "
               f"torch threads {__import__('torch').get_num_threads()}")
         probe.resolved.identity()  # weight hash memoised before timing
         model.encode(texts[:256], batch_size=args.batch_size, normalize_embeddings=True)  # warm-up
@@ -130,31 +133,37 @@ def main(argv: list[str] | None = None) -> int:
         plain, ours = [], []
         for r in range(args.repeats):
             t0 = perf_counter()
-            ref = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            ref = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
             plain.append(len(texts) / (perf_counter() - t0))
             stage = new_stage(str(Path(tmp) / f"run{r}"), args.batch_size)
             t0 = perf_counter()
             stage.prepare(task)
             ours.append(len(texts) / (perf_counter() - t0))
             diff = float(np.abs(np.asarray(stage.emb) - ref).max())
-            print(f"  round {r + 1}: plain {plain[-1]:,.1f} docs/s, ragbench {ours[-1]:,.1f} docs/s (max |diff| {diff:.1e})", flush=True)
+            print(f"  round {r + 1}: plain {plain[-1]:,.1f} docs/s, ragbench {ours[-1]:,.1f} docs/s "
+                  f"(max |diff| {diff:.1e})", flush=True)
             del stage
 
     if not args.skip_rss:
         print(f"peak RSS: encoding {args.docs:,} docs in a child process ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", "--docs", str(args.docs), "--batch-size", str(args.batch_size),
-                               "--seed", str(args.seed), "--threads", str(args.threads)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", "--docs", str(args.docs),
+                               "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                               "--threads", str(args.threads)], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"  {m['docs']:,} docs encoded in {m['seconds']:.0f} s ({m['docs'] / m['seconds']:,.1f} docs/s)")
-        print(f"  peak RSS {m['rss_peak_mb']:,.0f} MB (before encoding, with model and corpus loaded: {m['rss_before_mb']:,.0f} MB; "
+        print(f"  peak RSS {m['rss_peak_mb']:,.0f} MB (before encoding, with model and corpus loaded: "
+              f"{m['rss_before_mb']:,.0f} MB; "
               f"growth {m['rss_peak_mb'] - m['rss_before_mb']:,.0f} MB)")
-        print(f"  vector matrix {m['matrix_mb']:,.1f} MB ({m['shape'][0]:,} x {m['shape'][1]} {m['dtype']}, on disk, mmap)")
+        print(f"  vector matrix {m['matrix_mb']:,.1f} MB ({m['shape'][0]:,} x {m['shape'][1]} {m['dtype']}, "
+              "on disk, mmap)")
 
     best_plain, best_ours = max(plain), max(ours)
-    print(f"throughput (best of {args.repeats}): plain SentenceTransformer.encode {best_plain:,.1f} docs/s, ragbench Dense {best_ours:,.1f} docs/s")
+    print(f"throughput (best of {args.repeats}): plain SentenceTransformer.encode {best_plain:,.1f} docs/s, "
+          f"ragbench Dense {best_ours:,.1f} docs/s")
     ratio = best_ours / best_plain
     print(f"ratio ragbench/plain encoding docs/s: {ratio:.3f} (target >= {TARGET})")
     return 0

@@ -38,7 +38,8 @@ from ragbench import registry  # noqa: E402
 from ragbench.cache import Cache  # noqa: E402
 from ragbench.config import load_pipeline  # noqa: E402
 from ragbench.llm.base import LLM, Chat, Generation, Sampling  # noqa: E402
-from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm  # noqa: E402
+from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig  # noqa: E402
+from ragbench.llm.factory import make_llm  # noqa: E402
 from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir  # noqa: E402
 from ragbench.progress import Reporter  # noqa: E402
 from ragbench.stage import StageEnv  # noqa: E402
@@ -94,8 +95,9 @@ def main() -> None:
     sampling = Sampling(max_tokens=args.max_tokens)
     hf = make_llm(TransformersLLMConfig(model=DEFAULT_MODEL, batch_size=1, cache=False, dtype="float32"))
     prompt_tokens = [hf.prompt_tokens(c) for c in chats]
-    print(f"{len(chats)} reader prompts (popqa-rag, BM25 top 5): {sum(prompt_tokens) / len(chats):.0f} prompt tokens on average "
-          f"(min {min(prompt_tokens)}, max {max(prompt_tokens)}), up to {args.max_tokens} new tokens, greedy, float32", flush=True)
+    print(f"{len(chats)} reader prompts (popqa-rag, BM25 top 5): {sum(prompt_tokens) / len(chats):.0f} prompt tokens "
+          f"on average (min {min(prompt_tokens)}, max {max(prompt_tokens)}), up to {args.max_tokens} new tokens, "
+          "greedy, float32", flush=True)
 
     server: Any = None
     base_url = args.base_url
@@ -104,18 +106,20 @@ def main() -> None:
 
         if not have_vllm():
             sys.exit("vLLM is not installed in .venv-vllm: run `make vllm` (or give --base-url)")
-        server = VLLMServer(model_dir, cache.root / "bench-vllm.log", max_model_len=8192, env=all_cores_env()).start(timeout=600)
+        server = VLLMServer(model_dir, cache.root / "bench-vllm.log", max_model_len=8192,
+                            env=all_cores_env()).start(timeout=600)
         print(f"vLLM server up in {server.start_seconds[-1]:.1f} s (not timed)", flush=True)
     try:
         results: dict[str, tuple[float, list[Generation]]] = {}
         results["transformers sequential (batch 1)"] = timed(hf, chats, sampling)
         print(f"  sequential done: {results['transformers sequential (batch 1)'][0]:.1f} s", flush=True)
         if args.hf_batch > 1:
-            batched = make_llm(TransformersLLMConfig(model=DEFAULT_MODEL, batch_size=args.hf_batch, cache=False, dtype="float32"))
+            batched = make_llm(TransformersLLMConfig(model=DEFAULT_MODEL, batch_size=args.hf_batch, cache=False,
+                                                     dtype="float32"))
             results[f"transformers batched ({args.hf_batch})"] = timed(batched, chats, sampling)
             print(f"  batched done: {results[f'transformers batched ({args.hf_batch})'][0]:.1f} s", flush=True)
-        vllm = make_llm(OpenAIServerConfig(model=args.served_model, base_url=[base_url or server.base_url], tokenizer=DEFAULT_MODEL,
-                                           concurrency=args.concurrency, cache=False))
+        vllm = make_llm(OpenAIServerConfig(model=args.served_model, base_url=[base_url or server.base_url],
+                                           tokenizer=DEFAULT_MODEL, concurrency=args.concurrency, cache=False))
         results[f"vLLM server ({args.concurrency} concurrent)"] = timed(vllm, chats, sampling)
     finally:
         if server is not None:

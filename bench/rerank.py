@@ -59,7 +59,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="scifact")
     ap.add_argument("--split", default=None)
-    ap.add_argument("--data", default=None, help="the task's folder (default: $RAGBENCH_DATA/<task>, or ../shared/data/<task>)")
+    ap.add_argument("--data", default=None,
+                    help="the task's folder (default: $RAGBENCH_DATA/<task>, or ../shared/data/<task>)")
     ap.add_argument("--limit", type=int, default=10, help="queries timed (after one warm-up query)")
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--model", default="SmolLM2-135M-Instruct")
@@ -80,19 +81,23 @@ def main() -> None:
     if args.data is None and "RAGBENCH_DATA" not in os.environ and shared.exists():
         args.data = str(shared)
     task = load_task(card, args.split, data_dir=args.data, limit=args.limit + 1)
-    cache = Cache()  # the default cache: the BM25 index and the converted model are reused (LLM requests are not cached)
+    # the default cache: the BM25 index and the converted model are reused (LLM requests are not cached)
+    cache = Cache()
     candidates = bm25_candidates(task, args.candidates, cache)
 
     if args.backend == "transformers":
         llm: dict[str, Any] = {"backend": "transformers", "model": args.model, "device": args.device, "cache": False}
     else:
-        llm = {"backend": "openai_server", "model": args.served_model, "base_url": args.base_url, "tokenizer": args.model, "cache": False}
-    icr_llm = dict(llm) if args.backend == "transformers" else {"backend": "transformers", "model": args.model, "device": args.device, "cache": False}
+        llm = {"backend": "openai_server", "model": args.served_model, "base_url": args.base_url,
+               "tokenizer": args.model, "cache": False}
+    icr_llm = (dict(llm) if args.backend == "transformers"
+               else {"backend": "transformers", "model": args.model, "device": args.device, "cache": False})
     common = {"top_k": args.candidates, "max_words": args.max_words}
     methods = {
         "listwise": make_stage("listwise", {**common, "llm": llm, "window": 20, "stride": 10}, cache),
         "icr": make_stage("icr", {**common, "llm": icr_llm}, cache),
-        "full_permutation": make_stage("listwise", {**common, "llm": llm, "window": 20, "stride": 10, "identifiers": "letters"}, cache),
+        "full_permutation": make_stage(
+            "listwise", {**common, "llm": llm, "window": 20, "stride": 10, "identifiers": "letters"}, cache),
         "first": make_stage("first", {**common, "llm": llm, "window": 20, "stride": 10}, cache),
     }
     for stage in methods.values():
@@ -108,7 +113,8 @@ def main() -> None:
             start = perf_counter()
             outputs[name].update(stage.process([q], [{q.id: candidates[q.id]}]))
             seconds[name].append(perf_counter() - start)
-        print(f"query {i}/{len(timed)} " + "  ".join(f"{m} {seconds[m][-1]:.2f}s" for m in methods), file=sys.stderr, flush=True)
+        print(f"query {i}/{len(timed)} " + "  ".join(f"{m} {seconds[m][-1]:.2f}s" for m in methods),
+              file=sys.stderr, flush=True)
 
     qrels = {q.id: task.qrels[q.id] for q in timed if q.id in task.qrels}
     before = evaluate({q.id: candidates[q.id] for q in timed}, qrels, ["nDCG@10"])[0]["nDCG@10"]

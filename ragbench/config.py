@@ -16,7 +16,8 @@ from pydantic import Field, ValidationError
 
 from ragbench import catalog, registry
 from ragbench.errors import Problem, RagbenchError
-from ragbench.metrics.spec import check_metrics
+from ragbench.metrics.spec import check_metrics, parse_metric
+from ragbench.outputs import Answers, DerivedCorpus, Output, Rankings
 from ragbench.stage import Stage, StageOptions
 from ragbench.yamlio import Loc, LocatedYaml, Strict, format_loc, load_yaml, pydantic_problems
 
@@ -41,7 +42,8 @@ class StageSpec:
     def as_dict(self) -> dict[str, Any]:
         """The fully resolved stage, defaults included: what the cache key and lock file see."""
         where = {"corpus": self.corpus} if self.corpus else {}
-        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **where, **self.options.model_dump(mode="json")}
+        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **where,
+                **self.options.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,17 @@ class Pipeline:
     def final(self) -> StageSpec:
         return self.stages[-1]
 
+    def produces(self, kind: type[Output]) -> bool:
+        """Whether some stage's output is a `kind` (Answers: it has a reader; Rankings: it ranks documents)."""
+        return any(issubclass(st.cls.contract.produces, kind) for st in self.stages)
+
     @property
     def has_reader(self) -> bool:
-        return any(st.cls.produces == "answers" for st in self.stages)
+        return self.produces(Answers)
 
     @property
     def has_ranking(self) -> bool:
-        return any(st.cls.produces in ("rankings", "relevance") for st in self.stages)
-
-    @property
-    def has_judge(self) -> bool:
-        return any(st.cls.produces == "judgements" for st in self.stages)
+        return self.produces(Rankings)
 
     @property
     def judge_metrics(self) -> list[str]:
@@ -113,7 +115,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
 
     stages: list[StageSpec] = []
     depths: dict[str, int | None] = {}
-    produces: dict[str, str] = {}
+    produces: dict[str, type[Output]] = {}
     corpora: dict[str, str | None] = {}  # stage id -> the corpus stage it ranks (None: the task's)
     seen_ids: set[str] = set()
     for i, raw in enumerate(spec.stages):
@@ -125,12 +127,15 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
         type_name = str(raw.pop("type"))
         sid = str(raw.pop("id", type_name))
         if sid in seen_ids:
-            problems.append(Problem(doc.file, f"duplicate stage id '{sid}' (give it a unique 'id:')", doc.line((*loc, "id")) or doc.line(loc), format_loc((*loc, "id"))))
+            problems.append(Problem(doc.file, f"duplicate stage id '{sid}' (give it a unique 'id:')",
+                                    doc.line((*loc, "id")) or doc.line(loc), format_loc((*loc, "id"))))
         seen_ids.add(sid)
         inputs_raw = raw.pop("input", raw.pop("inputs", None))
         corpus_raw = raw.pop("corpus", None)
         if type_name not in registry.COMPONENTS:
-            problems.append(Problem(doc.file, f"unknown type '{type_name}'{registry.suggest(type_name)}; known: {', '.join(registry.names())}", doc.line((*loc, "type")), format_loc((*loc, "type"))))
+            problems.append(Problem(doc.file, f"unknown type '{type_name}'{registry.suggest(type_name)}; "
+                                    f"known: {', '.join(registry.names())}", doc.line((*loc, "type")),
+                                    format_loc((*loc, "type"))))
             continue
         cls = registry.get(type_name)
         try:
@@ -141,94 +146,118 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                     p.message = f"unknown field for type '{type_name}' (its fields: {_known_fields(cls)})"
                 problems.append(p)
             continue
+        contract = cls.contract
         # inputs: default to the previous stage (corpus stages aside) for stages that read one
-        readable = [st for st in stages if st.cls.produces != "corpus"]
+        readable = [st for st in stages if not issubclass(st.cls.contract.produces, DerivedCorpus)]
         if inputs_raw is None:
-            inputs = (readable[-1].id,) if cls.max_inputs >= 1 and readable else ()
+            inputs = (readable[-1].id,) if contract.inputs[1] >= 1 and readable else ()
         else:
             inputs = tuple([inputs_raw] if isinstance(inputs_raw, str) else [str(x) for x in inputs_raw])
         in_loc = (*loc, "input" if "input" in doc.data["stages"][i] else "inputs")
+        at_inputs = (doc.line(in_loc), format_loc(in_loc))
         for name in inputs:
+            upstream = produces.get(name)
             if name not in depths:
-                problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {', '.join(depths) or 'none'})", doc.line(in_loc), format_loc(in_loc)))
-            elif produces.get(name) == "corpus":
-                problems.append(Problem(doc.file, f"input '{name}' is a corpus stage; name it with 'corpus: {name}' instead", doc.line(in_loc), format_loc(in_loc)))
-            elif produces.get(name) != cls.consumes:
-                problems.append(Problem(doc.file, f"input '{name}' produces {produces[name]}, but type '{type_name}' reads {cls.consumes}", doc.line(in_loc), format_loc(in_loc)))
+                earlier = ", ".join(depths) or "none"
+                problems.append(Problem(doc.file, f"input '{name}' is not an earlier stage (earlier: {earlier})",
+                                        *at_inputs))
+            elif upstream is not None and issubclass(upstream, DerivedCorpus):
+                problems.append(Problem(doc.file,
+                                        f"input '{name}' is a corpus stage; name it with 'corpus: {name}' instead",
+                                        *at_inputs))
+            elif upstream is not None and contract.consumes is not None and not issubclass(upstream, contract.consumes):
+                problems.append(Problem(doc.file, f"input '{name}' produces {upstream.label}, but type '{type_name}' "
+                                        f"reads {contract.consumes.label}", *at_inputs))
         corpus, corpus_problem = _stage_corpus(corpus_raw, inputs, produces, corpora, cls)
         if corpus_problem:
             c_loc = (*loc, "corpus") if corpus_raw is not None else in_loc
             problems.append(Problem(doc.file, corpus_problem, doc.line(c_loc), format_loc(c_loc)))
-        if not cls.min_inputs <= len(inputs) <= cls.max_inputs:
-            want = str(cls.min_inputs) if cls.min_inputs == cls.max_inputs else f"{cls.min_inputs} to {cls.max_inputs}"
-            problems.append(Problem(doc.file, f"type '{type_name}' takes {want} input stage(s), got {len(inputs)}", doc.line(in_loc), format_loc(in_loc)))
+        low, high = contract.inputs
+        if not low <= len(inputs) <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            problems.append(Problem(doc.file, f"type '{type_name}' takes {want} input stage(s), got {len(inputs)}",
+                                    *at_inputs))
         depth = cls.depth(options)
-        if cls.narrows_input and depth is not None:
+        if contract.narrows_input and depth is not None:
             for name in inputs:
-                upstream = depths.get(name)
-                if upstream is not None and depth > upstream:
-                    problems.append(Problem(doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream}); a stage cannot reorder documents it never receives", doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
+                upstream_depth = depths.get(name)
+                if upstream_depth is not None and depth > upstream_depth:
+                    problems.append(Problem(
+                        doc.file, f"top_k={depth} is more than its input '{name}' returns (top_k={upstream_depth}); "
+                        "a stage cannot reorder documents it never receives",
+                        doc.line((*loc, "top_k")), format_loc((*loc, "top_k"))))
+        if depth is None and issubclass(contract.produces, Rankings) and len(inputs) == 1:
+            depth = depths.get(inputs[0])  # a ranking passed on (relevance_judge) is as deep as its input
         depths[sid] = depth
-        produces[sid] = "rankings" if cls.produces == "relevance" else cls.produces  # a relevance judge passes its input's ranking on
+        produces[sid] = contract.produces
         corpora[sid] = corpus
         stages.append(StageSpec(sid, type_name, cls, options, inputs, corpus))
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
-        problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=any(st.cls.produces == "answers" for st in stages),
+        has_reader = any(issubclass(st.cls.contract.produces, Answers) for st in stages)
+        problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=has_reader,
                                   judged=judge_metrics(stages))
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
 
 
-def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, str], corpora: dict[str, str | None],
-                  cls: type[Stage]) -> tuple[str | None, str]:
+def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, type[Output]],
+                  corpora: dict[str, str | None], cls: type[Stage]) -> tuple[str | None, str]:
     """(the corpus a stage works on, a problem or ""): given by `corpus:`, else its inputs'; all must agree."""
     inherited = {corpora[name] for name in inputs if name in corpora}
     if given is None:
         if len(inherited) > 1:
-            return None, f"inputs {', '.join(inputs)} rank different corpora ({', '.join(sorted(str(c or 'the task corpus') for c in inherited))})"
+            ranked = ", ".join(sorted(str(c or "the task corpus") for c in inherited))
+            return None, f"inputs {', '.join(inputs)} rank different corpora ({ranked})"
         return (inherited.pop() if inherited else None), ""
     name = str(given)
-    if cls.produces == "corpus":
+    if issubclass(cls.contract.produces, DerivedCorpus):
         return None, "a corpus stage is built from the task's corpus; 'corpus:' is not allowed here"
-    if produces.get(name) != "corpus":
-        known = [k for k, v in produces.items() if v == "corpus"]
-        return None, f"'{name}' is not an earlier corpus stage (type: long_units){'; earlier: ' + ', '.join(known) if known else ''}"
+    known = [k for k, v in produces.items() if issubclass(v, DerivedCorpus)]
+    if name not in known:
+        earlier = "; earlier: " + ", ".join(known) if known else ""
+        return None, f"'{name}' is not an earlier corpus stage (type: long_units){earlier}"
     if inherited and inherited != {name}:
-        return None, f"corpus '{name}' differs from the corpus its input ranks ({', '.join(str(c or 'the task corpus') for c in inherited)})"
+        ranked = ", ".join(str(c or "the task corpus") for c in inherited)
+        return None, f"corpus '{name}' differs from the corpus its input ranks ({ranked})"
     return name, ""
 
 
 def _still_computable(metrics: tuple[str, ...] | None, stages: tuple[StageSpec, ...]) -> tuple[str, ...] | None:
     """A pipeline's own metrics less those whose reader or judge a cut (--until) removed."""
-    from ragbench.metrics.answers import parse_answer_metric
-
     if not metrics:
         return metrics
-    judged, has_reader = judge_metrics(stages), any(st.cls.produces == "answers" for st in stages)
+    judged = judge_metrics(stages)
+    has_reader = any(issubclass(st.cls.contract.produces, Answers) for st in stages)
 
     def keep(name: str) -> bool:
-        try:
-            m = parse_answer_metric(name)
-        except ValueError:
-            return True
-        return m.kind in judged if m.needs == "judge" else has_reader if m.needs == "prediction" else True
+        spec = parse_metric(name)
+        return spec.judged_by in judged if spec.family == "judge" else has_reader if spec.family == "answer" else True
 
     return tuple(m for m in metrics if keep(m))
 
 
 def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
-    return [st.cls.metric(st.options) for st in stages if st.cls.produces == "judgements"]  # type: ignore[attr-defined]
+    """The per-query scores the stages' outputs give (judges), in stage order."""
+    return [m for st in stages for m in st.cls.metrics(st.options)]
 
 
 def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:
-    """Depth of the last ranking stage: what IR metric cutoffs are checked against."""
-    ranking = [st for st in stages if st.cls.produces in ("rankings", "relevance")]
-    if ranking and ranking[-1].cls.produces == "relevance":  # passes on its input's ranking
-        ranking = [st for st in stages if st.id in ranking[-1].inputs]
-    return ranking[-1].cls.depth(ranking[-1].options) if ranking else None
+    """Depth of the last ranking stage (a ranking passed on: its input's).
+
+    It is what IR metric cutoffs are checked against.
+    """
+    ranking = [st for st in stages if issubclass(st.cls.contract.produces, Rankings)]
+    if not ranking:
+        return None
+    last = ranking[-1]
+    depth = last.cls.depth(last.options)
+    while depth is None and len(last.inputs) == 1 and issubclass(last.cls.contract.produces, Rankings):
+        last = next(st for st in stages if st.id == last.inputs[0])
+        depth = last.cls.depth(last.options)
+    return depth
 
 
 def apply_overrides(doc: LocatedYaml, overrides: list[str] | tuple[str, ...]) -> LocatedYaml:
@@ -259,7 +288,8 @@ def apply_overrides(doc: LocatedYaml, overrides: list[str] | tuple[str, ...]) ->
         elif len(parts) == 1 and parts[0] in _PipelineSpec.model_fields and parts[0] != "stages":
             node = data
         else:
-            raise RagbenchError.at("--set", f"'{parts[0]}' is not a stage of {doc.file} (stages: {', '.join(ids)}) nor one of name, description, metrics")
+            raise RagbenchError.at("--set", f"'{parts[0]}' is not a stage of {doc.file} (stages: {', '.join(ids)}) "
+                                            "nor one of name, description, metrics")
         if not parts:
             raise RagbenchError.at("--set", f"{path}: name a field of stage '{path}' (e.g. {path}.top_k=10)")
         for key in parts[:-1]:
@@ -288,8 +318,9 @@ def validate_file(path: str | Path) -> list[Problem]:
         doc = load_yaml(path)
     except RagbenchError as e:
         return e.problems
-    if isinstance(doc.data, dict) and "stages" not in doc.data and ("splits" in doc.data or "hf" in doc.data or "embedded" in doc.data):
+    not_pipeline = isinstance(doc.data, dict) and "stages" not in doc.data
+    if not_pipeline and ("splits" in doc.data or "hf" in doc.data or "embedded" in doc.data):
         return parse_task_card(doc)[1]
-    if isinstance(doc.data, dict) and "stages" not in doc.data and Path(path).resolve().parent == catalog.folder("task").resolve():
+    if not_pipeline and Path(path).resolve().parent == catalog.folder("task").resolve():
         return parse_task_card(doc)[1]
     return parse_pipeline(doc)[1]

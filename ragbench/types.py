@@ -20,7 +20,8 @@ class Document:
 
     def contents(self, fields: tuple[str, ...] = ("title", "text"), sep: str = " ") -> str:
         """The text a retriever indexes: the chosen fields joined, empty ones skipped."""
-        parts = [self.title if f == "title" else self.text if f == "text" else str(self.extra.get(f, "")) for f in fields]
+        parts = [self.title if f == "title" else self.text if f == "text" else str(self.extra.get(f, ""))
+                 for f in fields]
         return sep.join(p for p in parts if p)
 
 
@@ -66,7 +67,8 @@ class Ranking:
             raise ValueError(f"ranking for {self.qid}: {len(self.docids)} ids but {len(self.scores)} scores")
 
     @classmethod
-    def from_scores(cls, qid: str, scored: Mapping[str, float] | list[tuple[str, float]], k: int | None = None) -> Ranking:
+    def from_scores(cls, qid: str, scored: Mapping[str, float] | list[tuple[str, float]],
+                    k: int | None = None) -> Ranking:
         """Sort by score descending, ties broken by doc id so every engine orders ties alike."""
         items = scored.items() if isinstance(scored, Mapping) else scored
         ordered = sorted(items, key=lambda x: (-x[1], x[0]))[:k]
@@ -97,8 +99,8 @@ class Answer:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Answer:
-        return cls(d["query_id"], d["answer"], d.get("context_ids", []), d.get("long_answer", ""), d.get("retrieved", True),
-                   d.get("prompts", []), d.get("outputs", []))
+        return cls(d["query_id"], d["answer"], d.get("context_ids", []), d.get("long_answer", ""),
+                   d.get("retrieved", True), d.get("prompts", []), d.get("outputs", []))
 
 
 @dataclass(slots=True)
@@ -137,8 +139,8 @@ class Judgement:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Judgement:
-        return cls(d["query_id"], d["value"], d.get("prompts", []), d.get("outputs", []), d.get("samples", [d["value"]]),
-                   d.get("details", []), d.get("seed"))
+        return cls(d["query_id"], d["value"], d.get("prompts", []), d.get("outputs", []),
+                   d.get("samples", [d["value"]]), d.get("details", []), d.get("seed"))
 
 
 @dataclass(slots=True)
@@ -147,7 +149,8 @@ class Probe:
 
     qid: str
     gold: str | None = None  # the gold passage the negatives were read with (None: the query has none)
-    trials: list[dict[str, Any]] = field(default_factory=list)  # {probe, source, m | k, context_ids, output, answer, ...}
+    # {probe, source, m | k, context_ids, output, answer, ...}
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"query_id": self.qid, "gold": self.gold, "trials": self.trials}

@@ -87,7 +87,8 @@ def _yaml_loc(data: Any, loc: Loc) -> tuple[Loc, str]:
     out: list[str | int] = []
     node, tag = data, ""
     for j, part in enumerate(loc):
-        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node
+                or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             node = node[part]
         elif isinstance(node, dict) and j < len(loc) - 1 and part in node.values():
             tag = next(f"{k} '{part}'" for k, v in node.items() if v == part)
@@ -107,7 +108,8 @@ def pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) 
             msg = f"unknown field for {tag}" if tag else "unknown field"
         elif e["type"] == "union_tag_invalid":
             loc = (*loc, e["ctx"]["discriminator"].strip("'"))
-            msg = f"unknown {e['ctx']['discriminator'].strip(chr(39))} {e['ctx']['tag']!r} (expected one of: {e['ctx']['expected_tags']})"
+            msg = (f"unknown {e['ctx']['discriminator'].strip(chr(39))} {e['ctx']['tag']!r} "
+                   f"(expected one of: {e['ctx']['expected_tags']})")
         elif e["type"] == "union_tag_not_found":
             msg = f"{e['ctx']['discriminator']} is required"
         elif e["type"] == "missing":

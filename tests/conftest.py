@@ -94,3 +94,37 @@ def vllm_server_factory(tmp_path: Path, smollm2_dir: Path):
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossEncoder built from the bundled MiniLM with a seeded random head: no trained one ships offline
+    (ENVIRONMENT.md §1.3). Good for checking what the stage scores and how it orders, not whether it helps."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ragbench.models import resolve
+
+    torch.manual_seed(0)
+    model = CrossEncoder(resolve("all-MiniLM-L6-v2").path, num_labels=1, device="cpu")
+    out = tmp_path_factory.mktemp("ce") / "minilm-random-head"
+    model.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A real Llama-architecture causal LM with SmolLM2's tokenizer and chat template, 2 layers of width 32,
+    seeded random weights: it runs every LLM code path (chat template, generation, log-probabilities,
+    attention) in milliseconds. Its replies mean nothing; tests that judge replies use SmolLM2."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(smollm2_dir)
+    config.update({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "head_dim": 16, "tie_word_embeddings": True})
+    out = tmp_path_factory.mktemp("tiny-llm") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(out)
+    return out

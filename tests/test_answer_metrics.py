@@ -195,7 +195,8 @@ def test_parse_answer_metric() -> None:
 
 @pytest.mark.parametrize("name", ["BLEU", "answer_recall@0", "answer_recall@", "answer_recall@k", "EM@3"])
 def test_unknown_answer_metric(name: str) -> None:
-    with pytest.raises(ValueError, match="known: EM, longrag_EM, F1, popqa_acc, token_recall, has_answer, answer_recall@k"):
+    with pytest.raises(ValueError,
+                       match="known: EM, longrag_EM, F1, popqa_acc, token_recall, has_answer, answer_recall@k"):
         parse_answer_metric(name)
 
 
@@ -257,7 +258,7 @@ def test_mean_by_group_multi_label() -> None:
     ("new york", ["New York New York"], 0.5),                       # multiplicity: 2 of the 4 gold tokens
     ("a politician", ["politician", "political leader"], 1.0),      # the best gold
     ("leader of men", ["politician", "political leader"], 0.5),
-    ("anything", ["the", "!"], 1.0),                                # golds that normalise to nothing score 1 (InstructQA)
+    ("anything", ["the", "!"], 1.0),                                # golds normalising to nothing score 1 (InstructQA)
     ("", ["Paris"], 0.0),
 ])
 def test_token_recall(prediction: str, golds: list[str], expected: float) -> None:

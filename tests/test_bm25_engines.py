@@ -81,7 +81,8 @@ def assert_same_top_k(got: dict[str, Ranking], ref: dict[str, Ranking], queries:
             assert g_scores[d] == pytest.approx(r_scores[d], rel=REL), f"query {q.id}, doc {d}"
         for d, s in [*((d, g_scores[d]) for d in g_scores.keys() - r_scores.keys()),
                      *((d, r_scores[d]) for d in r_scores.keys() - g_scores.keys())]:
-            assert s == pytest.approx(kth, rel=REL), f"query {q.id}: doc {d} (score {s}) is in one top-{K} only and does not tie the k-th score {kth}"
+            assert s == pytest.approx(kth, rel=REL), (f"query {q.id}: doc {d} (score {s}) is in one top-{K} only "
+                                                      f"and does not tie the k-th score {kth}")
 
 
 def test_precondition_no_query_term_in_half_the_docs(task, queries, doc_freq):
@@ -105,7 +106,8 @@ def test_bm25s_matches_rank_bm25_bm25plus_up_to_a_constant(task, queries, doc_fr
     ref = build(task, tmp_path, engine="rank_bm25", variant="bm25+", k1=K1, b=B).search(queries)
     analyzer, n = Analyzer(AnalyzerOptions()), len(task.corpus)
     # rank_bm25 delta 1 - bm25s delta 0.5, times bm25+'s idf log((N + 1) / df), for every query term
-    offset = {q.id: sum(0.5 * math.log((n + 1) / doc_freq[t]) for t in analyzer(q.text) if doc_freq[t]) for q in queries}
+    offset = {q.id: sum(0.5 * math.log((n + 1) / doc_freq[t]) for t in analyzer(q.text) if doc_freq[t])
+              for q in queries}
     assert all(v > 0 for v in offset.values())
     assert_same_top_k(fast, ref, queries, scale=1.0, offset=offset)
 
@@ -117,7 +119,8 @@ def test_lucene_agrees_with_bm25s_lucene_variant(task, queries, tmp_path):
     fast = build(task, tmp_path, engine="bm25s", variant="lucene").search(queries)
     overlaps, rel_diffs = [], []
     for q in queries:
-        a, b = dict(zip(fast[q.id].docids, fast[q.id].scores, strict=True)), dict(zip(lucene[q.id].docids, lucene[q.id].scores, strict=True))
+        a = dict(zip(fast[q.id].docids, fast[q.id].scores, strict=True))
+        b = dict(zip(lucene[q.id].docids, lucene[q.id].scores, strict=True))
         assert len(a) == len(b) == K
         overlaps.append(len(a.keys() & b.keys()) / K)
         rel_diffs += [abs(a[d] - b[d]) / b[d] for d in a.keys() & b.keys()]
@@ -125,7 +128,8 @@ def test_lucene_agrees_with_bm25s_lucene_variant(task, queries, tmp_path):
     assert mean_overlap >= 0.9, f"mean top-{K} overlap {mean_overlap:.3f}"
     # same formula and scale: shared documents score alike up to Lucene's one-byte lengths
     rel_diffs.sort()
-    assert rel_diffs[len(rel_diffs) // 2] < 0.02, f"median relative score difference {rel_diffs[len(rel_diffs) // 2]:.4f}"
+    median = rel_diffs[len(rel_diffs) // 2]
+    assert median < 0.02, f"median relative score difference {median:.4f}"
 
 
 @pytest.mark.lucene
@@ -182,7 +186,8 @@ def test_bm25s_index_is_built_once_and_reused_from_cache(task, queries, tmp_path
     second = build(task, tmp_path, engine="bm25s").search(queries)
     assert len(calls) == 1, "the second stage rebuilt the index instead of loading it from the cache"
     assert len(list(artifacts.glob("*/*"))) == 1
-    assert {qid: (r.docids, r.scores) for qid, r in first.items()} == {qid: (r.docids, r.scores) for qid, r in second.items()}
+    assert ({qid: (r.docids, r.scores) for qid, r in first.items()}
+            == {qid: (r.docids, r.scores) for qid, r in second.items()})
     assert all(len(r) == K for r in first.values())
 
     # bm25s bakes k1 and b into its index: other values must not reuse it

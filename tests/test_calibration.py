@@ -33,17 +33,23 @@ def test_hand_worked_curve_area_and_mean() -> None:
 def test_cli_joins_labels_with_a_run_and_reports_what_did_not_match(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
+    scored = [("a", 0.9), ("b", 0.6), ("c", 0.2), ("d", 0.0), ("e", 0.5)]
     (run / "per_query.jsonl").write_text("".join(json.dumps({"query_id": q, "correctness": s}) + "\n"
-                                                 for q, s in [("a", 0.9), ("b", 0.6), ("c", 0.2), ("d", 0.0), ("e", 0.5)]))
+                                                 for q, s in scored))
     labels = tmp_path / "human.jsonl"
-    labels.write_text("".join(json.dumps({"query_id": q, "label": v}) + "\n" for q, v in [("a", 1), ("b", True), ("c", 0), ("d", False), ("z", 1)]))
-    result = CliRunner().invoke(main, ["judge-calibrate", str(labels), "--run", str(run), "--metric", "correctness", "--format", "json"])
+    labelled = [("a", 1), ("b", True), ("c", 0), ("d", False), ("z", 1)]
+    labels.write_text("".join(json.dumps({"query_id": q, "label": v}) + "\n" for q, v in labelled))
+    result = CliRunner().invoke(main, ["judge-calibrate", str(labels), "--run", str(run), "--metric", "correctness",
+                                       "--format", "json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["n"] == 4 and out["unmatched_labels"] == 1 and out["f1_auc"] == pytest.approx(calibrate(SCORES, LABELS)["f1_auc"])
+    assert out["n"] == 4 and out["unmatched_labels"] == 1
+    assert out["f1_auc"] == pytest.approx(calibrate(SCORES, LABELS)["f1_auc"])
     inline = tmp_path / "inline.jsonl"
-    inline.write_text("".join(json.dumps({"id": i, "human": v, "judge": s}) + "\n" for i, (s, v) in enumerate(zip(SCORES, LABELS, strict=True))))
-    result = CliRunner().invoke(main, ["judge-calibrate", str(inline), "--score-field", "judge", "--label-field", "human", "--format", "json"])
+    inline.write_text("".join(json.dumps({"id": i, "human": v, "judge": s}) + "\n"
+                              for i, (s, v) in enumerate(zip(SCORES, LABELS, strict=True))))
+    result = CliRunner().invoke(main, ["judge-calibrate", str(inline), "--score-field", "judge",
+                                       "--label-field", "human", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["f1_mean"] == pytest.approx(sum(CURVE) / 11)
     bad = tmp_path / "bad.jsonl"

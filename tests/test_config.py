@@ -70,7 +70,8 @@ stages:
     top_k: 10
 metrics: [nDCG@10, R@100]
 """)
-    assert [str(x) for x in validate_file(p)] == [f"{p}:5: metrics[1]: R@100 needs rankings of depth 100 but the last stage returns top_k=10"]
+    assert [str(x) for x in validate_file(p)] == [
+        f"{p}:5: metrics[1]: R@100 needs rankings of depth 100 but the last stage returns top_k=10"]
 
     p = _write(tmp_path, "name: x\nstages:\n  - type: bm25\n    input: nowhere\n")
     assert "stages[0].input: input 'nowhere' is not an earlier stage" in str(validate_file(p)[0])
@@ -108,7 +109,8 @@ def test_unknown_pipeline_name_lists_known_ones() -> None:
 
 @pytest.mark.parametrize("engine,stemmer", [("lucene", "english"), ("bm25s", "krovetz")])
 def test_engine_specific_analyzer_choices_are_checked(tmp_path: Path, engine: str, stemmer: str) -> None:
-    p = _write(tmp_path, f"name: x\nstages:\n  - type: bm25\n    engine: {engine}\n    analyzer: {{stemmer: {stemmer}}}\n")
+    p = _write(tmp_path,
+               f"name: x\nstages:\n  - type: bm25\n    engine: {engine}\n    analyzer: {{stemmer: {stemmer}}}\n")
     assert len(validate_file(p)) == 1
 
 
@@ -123,11 +125,13 @@ def test_list_shows_components_options_and_tasks() -> None:
 
 def test_llm_block_defaults_to_transformers_and_rejects_other_backends_fields(tmp_path: Path) -> None:
     ok = tmp_path / "ok.yaml"
-    ok.write_text("name: ok\nstages:\n  - {type: bm25, top_k: 20}\n  - type: first\n    llm: {model: SmolLM2-135M-Instruct}\nmetrics: [nDCG@10]\n")
+    ok.write_text("name: ok\nstages:\n  - {type: bm25, top_k: 20}\n"
+                  "  - type: first\n    llm: {model: SmolLM2-135M-Instruct}\nmetrics: [nDCG@10]\n")
     assert validate_file(ok) == []
     assert load_pipeline(ok).final.options.llm.backend == "transformers"
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nstages:\n  - {type: bm25, top_k: 20}\n  - type: icr\n    llm: {backend: openai_server, base_url: http://x/v1}\n"
+    bad.write_text("name: bad\nstages:\n  - {type: bm25, top_k: 20}\n"
+                   "  - type: icr\n    llm: {backend: openai_server, base_url: http://x/v1}\n"
                    "  - type: listwise\n    llm: {backend: transformers, base_url: http://x/v1}\nmetrics: [nDCG@10]\n")
     problems = [str(p) for p in validate_file(bad)]
     assert any(":5: stages[1].llm: " in p and "only backend 'transformers'" in p for p in problems), problems
@@ -138,9 +142,11 @@ def test_set_overrides_stage_fields_and_reports_bad_ones(tmp_path: Path) -> None
     from ragbench.errors import RagbenchError
 
     llm = "{backend: openai_server, base_url: http://127.0.0.1:9/v1, model: m}"
-    p = load_pipeline("popqa-rag", ["reader.top_k=3", f"reader.llm={llm}", "bm25.analyzer.stemmer=none", "name=renamed"])
+    p = load_pipeline("popqa-rag",
+                      ["reader.top_k=3", f"reader.llm={llm}", "bm25.analyzer.stemmer=none", "name=renamed"])
     bm25, reader = p.stages
-    assert reader.options.top_k == 3 and reader.options.llm.backend == "openai_server" and reader.options.llm.base_url == ["http://127.0.0.1:9/v1"]
+    assert reader.options.top_k == 3 and reader.options.llm.backend == "openai_server"
+    assert reader.options.llm.base_url == ["http://127.0.0.1:9/v1"]
     assert bm25.options.analyzer.stemmer == "none" and bm25.options.k1 == 0.9 and p.name == "renamed"
     assert load_pipeline("popqa-rag").stages[1].options.top_k == 5  # the file is untouched
     with pytest.raises(RagbenchError, match="'rerank' is not a stage of .*popqa-rag.yaml \\(stages: bm25, reader\\)"):

@@ -17,19 +17,23 @@ def make_run(folder: Path, rows: dict[str, dict[str, float]]) -> Path:
     (folder / "per_query.jsonl").write_text("".join(json.dumps({"query_id": q, **v}) + "\n" for q, v in rows.items()))
     names = {k for v in rows.values() for k in v}
     aggregate = {m: sum(v[m] for v in rows.values()) / len(rows) for m in names}
-    (folder / "metrics.json").write_text(json.dumps({"task": "t", "pipeline": folder.name, "config_hash": "x", "n_queries": len(rows), "metrics": aggregate}))
+    (folder / "metrics.json").write_text(json.dumps({"task": "t", "pipeline": folder.name, "config_hash": "x",
+                                                     "n_queries": len(rows), "metrics": aggregate}))
     return folder
 
 
 def test_values_match_scipy_per_run_pooled_and_across_runs(tmp_path: Path) -> None:
     recall = [[0.0, 0.5, 0.5, 1.0, 1.0, 0.0], [1.0, 1.0, 0.5, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 1.0, 0.0, 0.5]]
     acc = [[0, 1, 0, 1, 1, 0], [1, 1, 1, 0, 0, 1], [0, 0, 1, 1, 1, 0]]
-    runs = [make_run(tmp_path / f"r{i}", {str(q): {"R@5": r, "popqa_acc": float(a)} for q, (r, a) in enumerate(zip(rs, accs, strict=True))})
+    runs = [make_run(tmp_path / f"r{i}", {str(q): {"R@5": r, "popqa_acc": float(a)}
+                                          for q, (r, a) in enumerate(zip(rs, accs, strict=True))})
             for i, (rs, accs) in enumerate(zip(recall, acc, strict=True))]
-    result = CliRunner().invoke(main, ["correlate", *map(str, runs), "-x", "R@5", "-y", "popqa_acc", "--format", "json"])
+    result = CliRunner().invoke(main, ["correlate", *map(str, runs), "-x", "R@5", "-y", "popqa_acc",
+                                       "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [(r["level"], r["sample"].split("/")[-1]) for r in rows] == [("queries", "r0"), ("queries", "r1"), ("queries", "r2"), ("queries", "pooled"), ("runs", "runs")]
+    assert [(r["level"], r["sample"].split("/")[-1]) for r in rows] == [
+        ("queries", "r0"), ("queries", "r1"), ("queries", "r2"), ("queries", "pooled"), ("runs", "runs")]
     for row, xs, ys in zip(rows, [*recall, sum(recall, [])], [*acc, sum(acc, [])], strict=False):
         assert row["n"] == len(xs)
         assert row["tau"] == pytest.approx(stats.kendalltau(xs, ys).statistic)

@@ -90,15 +90,16 @@ def test_top_k_change_reuses_stored_embeddings(encoded, popqa: TaskData, tmp_pat
     queries_encoded = []
     original = Dense._encode_queries
     with counting() as again, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Dense, "_encode_queries", lambda self, texts: queries_encoded.append(len(texts)) or original(self, texts))
+        mp.setattr(Dense, "_encode_queries",
+                   lambda self, texts: queries_encoded.append(len(texts)) or original(self, texts))
         second = run_pipeline(pipeline, popqa, cache, QUIET)
     assert not second.final.cached  # the search ran again ...
     assert again.calls == 0  # ... without encoding a single document
     assert sum(queries_encoded) == len(popqa.queries)
     assert list((cache.root / "artifacts").rglob("embeddings.npy")) == matrices
-    for qid, ranking in second.final.rankings.items():
+    for qid, ranking in second.final.output.records.items():
         assert len(ranking) == 100
-        assert ranking.docids == first.final.rankings[qid].docids[:100]
+        assert ranking.docids == first.final.output.records[qid].docids[:100]
 
 
 def test_exact_search_equals_brute_force(encoded, popqa: TaskData, monkeypatch) -> None:
@@ -137,7 +138,8 @@ def test_faiss_hnsw_returns_top_k_and_agrees_with_exact(encoded, popqa: TaskData
     queries = popqa.queries[:50]
     rankings = hnsw.search(queries)
     assert all(len(rankings[q.id]) == 1000 for q in queries)
-    overlap = np.mean([len(set(rankings[q.id].docids[:10]) & set(first.final.rankings[q.id].docids[:10])) / 10 for q in queries])
+    overlap = np.mean([len(set(rankings[q.id].docids[:10]) & set(first.final.output.records[q.id].docids[:10])) / 10
+                       for q in queries])
     assert overlap >= 0.95
 
 
@@ -173,7 +175,8 @@ FILLER = [
     "Compost bins at the north corner take kitchen scraps, leaves and shredded cardboard from local homes.",
     "Children from the primary school plant sunflowers along the fence and measure their height each week.",
 ]
-NEEDLE = "The Eiffel Tower in Paris was completed in 1889 for the World's Fair and designed by Gustave Eiffel's company."
+NEEDLE = ("The Eiffel Tower in Paris was completed in 1889 for the World's Fair and designed by Gustave Eiffel's "
+          "company.")
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +227,12 @@ def test_chunking_maxp_scores_a_doc_by_its_best_chunk(needle_task: TaskData, tmp
             s.prepare(needle_task)
     assert counter.calls == 0
     first_rank = firstp.search(needle_task.queries)["q1"]
-    assert dict(zip(first_rank.docids, first_rank.scores, strict=True))["long"] == pytest.approx(chunk_scores[0], abs=1e-5)
+    first_scores = dict(zip(first_rank.docids, first_rank.scores, strict=True))
+    assert first_scores["long"] == pytest.approx(chunk_scores[0], abs=1e-5)
     assert first_rank.docids[0] != "long"  # its first chunk is about gardening
     mean_rank = mean.search(needle_task.queries)["q1"]
-    assert dict(zip(mean_rank.docids, mean_rank.scores, strict=True))["long"] == pytest.approx(chunk_scores.mean(), abs=1e-5)
+    mean_scores = dict(zip(mean_rank.docids, mean_rank.scores, strict=True))
+    assert mean_scores["long"] == pytest.approx(chunk_scores.mean(), abs=1e-5)
     flat_rank = flat.search(needle_task.queries)["q1"]
     assert flat_rank.docids == ranking.docids
     np.testing.assert_allclose(flat_rank.scores, ranking.scores, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 
 from ragbench.cache import Cache
 from ragbench.config import StageSpec
-from ragbench.evaluation import evaluate_ranking, evaluate_result, judge_summaries
+from ragbench.evaluation import evaluate_ranking, evaluate_result
 from ragbench.judges import statements as st
 from ragbench.judges.judge import Judge, JudgeOptions
 from ragbench.metrics.answers import (
@@ -25,6 +25,7 @@ from ragbench.metrics.answers import (
     token_recall,
 )
 from ragbench.metrics.degradation import standard_error
+from ragbench.outputs import Answers, Rankings
 from ragbench.pipeline import PipelineResult, StageResult
 from ragbench.progress import Reporter
 from ragbench.readers.reader import Reader, ReaderOptions
@@ -47,7 +48,9 @@ def _task(queries: list[Query], corpus: Corpus | None = None) -> TaskData:
 def _judge_stage(method: str, judgements: dict[str, Judgement]) -> StageResult:
     options = JudgeOptions(method=method)  # type: ignore[arg-type]
     spec = StageSpec("judge", "judge", Judge, options, ("reader",))
-    return StageResult(spec, "k", {}, 1, 0, 0.0, {"llm": {"model": "m"}}, judgements=judgements)
+    output = Judge.output(options, judgements, [], _task([]))
+    output.model = "m"
+    return StageResult(spec, "k", output, _task([]), 1, 0, 0.0, {"llm": {"model": "m"}})
 
 
 def _scored(qid: str, reply: str) -> Judgement:
@@ -74,14 +77,14 @@ def test_correctness_scores_every_reply_with_a_verdict() -> None:
 
 
 def test_only_a_reply_without_any_verdict_is_unparseable() -> None:
-    """Ispas et al., parser P: labels are counted with `\\bVERDICT: .*LABEL\\b`; a reply in which no label is found gives
-    no counts, so no score (None), counted as unparsed and left out of the mean, never scored 0."""
+    """Ispas et al., parser P: labels are counted with `\\bVERDICT: .*LABEL\\b`; a reply in which no label is
+    found gives no counts, so no score (None), counted as unparsed and left out of the mean, never scored 0."""
     assert st.count_labels(NO_VERDICT, "correctness", "r2") is None
     queries = [Query(q, "Capital of France?", {"answers": ["Paris"]}) for q in ("a", "b")]
     judge = _judge_stage("correctness", {"a": _scored("a", RIGHT), "b": _scored("b", NO_VERDICT)})
     aggregate, _, _ = evaluate_result(PipelineResult([judge]), _task(queries), ["correctness"])
     assert aggregate["correctness"] == 1.0
-    summary = judge_summaries(PipelineResult([judge]))["judge"]
+    summary = judge.output.summary(_task([]))
     assert (summary["judged"], summary["unparsed"], summary["empty"]) == (1, 1, 0)
 
 
@@ -102,7 +105,7 @@ def test_an_empty_answer_is_counted_as_empty(tmp_path: Path, method: str, value:
     queries = [Query("a", "Capital of France?", {"answers": ["Paris"]})]
     out = judge.process(queries, [{"a": Answer("a", "  ", context_ids=["d1"])}])
     assert out["a"].value == value and out["a"].samples == [value] and out["a"].details[0]["empty"] is True
-    summary = judge_summaries(PipelineResult([_judge_stage(method, out)]))["judge"]
+    summary = _judge_stage(method, out).output.summary(_task([]))
     assert (summary["judged"], summary["unparsed"], summary["empty"]) == (int(value is not None), 0, 1)
     assert Judge.version == "2"  # judgements changed: cached ones are not reused
 
@@ -116,7 +119,8 @@ def test_answer_recall_reads_the_text_not_the_title() -> None:
     title holds the answer but whose text does not scores 0; `answer_recall_with_title@k` opts into the title."""
     corpus = Corpus({"d1": Document("d1", "A river flows through the city.", "Paris")}, "fp")
     task = _task([Query("q", "Capital of France?", {"answers": ["Paris"]})], corpus)
-    ranking = StageResult(StageSpec("bm25", "bm25", BM25, BM25Options(), ()), "k", {"q": Ranking("q", ["d1"], [1.0])}, 1, 0, 0.0)
+    spec = StageSpec("bm25", "bm25", BM25, BM25Options(), ())
+    ranking = StageResult(spec, "k", Rankings({"q": Ranking("q", ["d1"], [1.0])}), task, 1, 0, 0.0)
     aggregate, _ = evaluate_ranking(ranking, task, ["answer_recall@1", "answer_recall_joined@1"])
     assert aggregate == {"answer_recall@1": 0.0, "answer_recall_joined@1": 0.0}
     aggregate, _ = evaluate_ranking(ranking, task, ["answer_recall_with_title@1", "answer_recall_joined_with_title@1"])
@@ -150,7 +154,8 @@ def test_has_answer_scores_the_long_answer() -> None:
     first (long) answer of the two-step reader; ragbench's `has_answer` metric reads `long_answer` when there is one."""
     queries = [Query("q", "Where is the Louvre?", {"answers": ["Paris"]})]
     spec = StageSpec("reader", "reader", Reader, ReaderOptions(), ("bm25",))
-    reader = StageResult(spec, "k", {}, 1, 0, 0.0, answers={"q": Answer("q", "France", long_answer="It is in Paris, France.")})
+    answers = Answers({"q": Answer("q", "France", long_answer="It is in Paris, France.")})
+    reader = StageResult(spec, "k", answers, _task(queries), 1, 0, 0.0)
     aggregate, _, _ = evaluate_result(PipelineResult([reader]), _task(queries), ["has_answer", "EM"])
     assert aggregate == {"has_answer": 1.0, "EM": 0.0}
 

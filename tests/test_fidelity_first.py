@@ -15,20 +15,22 @@ import pytest
 
 from ragbench.cache import Cache
 from ragbench.llm.base import best_label_logprobs, label_token_ids, match_top_logprobs
-from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig
+from ragbench.llm.factory import make_llm
+from ragbench.passages import rank_llm_passage
 from ragbench.progress import Reporter
 from ragbench.rerankers.first import First, FirstOptions, order_by_logprobs
 from ragbench.rerankers.listwise import (
     Listwise,
     ListwiseOptions,
     build_chat,
-    rank_llm_passage,
     rank_llm_windows,
 )
 from ragbench.stage import StageEnv
 from ragbench.types import Corpus, Document, Query
 
-PIECES = ["<unk>", "<s>", "</s>", "▁", "A", "B", "C", "[", "]", ">", "▁A", "▁B", "▁C", "▁[", "<0x41>", "x", "▁x"]
+PIECES = ["<unk>", "<s>", "</s>", "▁", "A", "B", "C", "[", "]", ">", "▁A", "▁B", "▁C", "▁[", "<0x41>", "x",
+          "▁x"]
 ID = {p: i for i, p in enumerate(PIECES)}
 TEMPLATE = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}ANSWER:{% endif %}"
 
@@ -66,7 +68,8 @@ def test_identifier_is_the_bare_letter_token_not_encode_of_the_letter(scheme: st
 
 
 def test_several_tokens_for_one_letter_keep_the_likeliest() -> None:
-    """rank_llm `_evaluate_logits` (after its "Bug Fix - FIRSTMistral"): per letter, the highest logprob of its tokens."""
+    """rank_llm `_evaluate_logits` (after its "Bug Fix - FIRSTMistral"): per letter, the highest logprob of its
+    tokens."""
     ids = [[ID["A"], ID["<0x41>"]], [ID["B"]], [ID["C"]]]
     lp = {ID["A"]: -3.0, ID["<0x41>"]: -1.5, ID["B"]: -2.0, ID["▁C"]: -0.1}  # C's bare token not reported
     assert best_label_logprobs(["A", "B", "C"], ids, lp) == {"A": -1.5, "B": -2.0}
@@ -90,8 +93,9 @@ def _biased_llm(tok: Any, logits: dict[str, float], tmp_path: Path) -> Any:
 
     from ragbench.llm.loading import LoadedLM
 
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1,
-                      num_key_value_heads=1, max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=256,
+                      pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg).eval()
     head = torch.nn.Linear(8, len(tok), bias=True)
     with torch.no_grad():
@@ -134,7 +138,8 @@ def test_server_matches_tokens_by_id_or_by_exact_text(tmp_path: Path) -> None:
     """
     tok = sentencepiece_tokenizer("first")
     tok.save_pretrained(tmp_path / "tok")
-    llm = make_llm(OpenAIServerConfig(model="served", base_url=["http://127.0.0.1:9/v1"], tokenizer=str(tmp_path / "tok")), None)
+    config = OpenAIServerConfig(model="served", base_url=["http://127.0.0.1:9/v1"], tokenizer=str(tmp_path / "tok"))
+    llm = make_llm(config, None)
     ids = llm._candidate_ids(("A", "B"), "[")
     assert ids == [[ID["A"], ID["<0x41>"]], [ID["B"]]]
     by_id = [(f"token_id:{ID['▁A']}", -0.2), (f"token_id:{ID['A']}", -2.0), (f"token_id:{ID['<0x41>']}", -1.0),
@@ -166,7 +171,8 @@ def test_passages_are_laid_out_as_rank_llm_writes_them() -> None:
     for cls in (Listwise, First):
         assert _stage(cls, docs).passage("t") == "Title: Paris Content: a [1] text"
         assert _stage(cls, docs).passage("n") == "no title here"
-        assert _stage(cls, docs, passage_format="plain").passage("t") == "Paris: a [1] text"  # the old layout, as an option
+        # the old layout, as an option
+        assert _stage(cls, docs, passage_format="plain").passage("t") == "Paris: a [1] text"
 
 
 def test_the_whole_first_prompt_is_rank_zephyrs_alpha_template() -> None:
@@ -180,16 +186,18 @@ def test_the_whole_first_prompt_is_rank_zephyrs_alpha_template() -> None:
     docs = {"t": Document("t", "see [2] and [B]", title="Paris"), "n": Document("n", "plain text")}
     chat = build_chat("what is [1]", [_stage(First, docs).passage(d) for d in ("t", "n")], "letters")
     assert chat == [
-        {"role": "system", "content": "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query"},
+        {"role": "system", "content": "You are RankLLM, an intelligent assistant that can rank passages based on "
+                                      "their relevancy to the query"},
         {"role": "user", "content":
-            "I will provide you with 2 passages, each indicated by an alphabetical identifier []. Rank the passages based on "
-            "their relevance to the search query: what is (1).\n"
+            "I will provide you with 2 passages, each indicated by an alphabetical identifier []. Rank the passages "
+            "based on their relevance to the search query: what is (1).\n"
             "[A] Title: Paris Content: see (2) and [B]\n"
             "[B] plain text\n"
             "Search Query: what is (1).\n"
-            "Rank the 2 passages above based on their relevance to the search query. All the passages should be included "
-            "and listed using identifiers, in descending order of relevance. The output format should be [] > [], e.g., "
-            "[B] > [A], Answer concisely and directly and only respond with the ranking results, do not say any word or explain."},
+            "Rank the 2 passages above based on their relevance to the search query. All the passages should be "
+            "included and listed using identifiers, in descending order of relevance. The output format should be "
+            "[] > [], e.g., [B] > [A], Answer concisely and directly and only respond with the ranking results, do not "
+            "say any word or explain."},
     ]
 
 
@@ -204,7 +212,8 @@ def test_sliding_windows_are_rank_llms() -> None:
     assert rank_llm_windows(25, 20, 10) == [(5, 25), (0, 15), (0, 5)]
     assert rank_llm_windows(100, 20, 10) == [(80 - 10 * i, 100 - 10 * i) for i in range(9)]
     assert rank_llm_windows(20, 20, 10) == [(0, 20)]
-    assert rank_llm_windows(10, 5, 3) == [(5, 10), (2, 7), (0, 4)]  # starts 5, 2, -1 (clamped), then -4: [0,1), not asked
+    # starts 5, 2, -1 (clamped), then -4: [0,1), not asked
+    assert rank_llm_windows(10, 5, 3) == [(5, 10), (2, 7), (0, 4)]
     assert rank_llm_windows(5, 20, 10) == [(0, 5)]
     # n=11, w=4, s=2: starts 7, 5, 3, 1, -1, -3 -> ..., [1,5), [0,3), then [0,1), one passage, not asked
     assert rank_llm_windows(11, 4, 2) == [(7, 11), (5, 9), (3, 7), (1, 5), (0, 3)]
@@ -252,8 +261,10 @@ def test_windows_fit_rank_llms_prompt_budget(smollm2: Any) -> None:
 def test_passages_and_query_are_repaired_with_ftfy_as_rank_llm_does() -> None:
     """rank_llm `_convert_doc_to_prompt_content` runs `ftfy.fix_text` on each passage (and on the
     rendered prompt, hence the query): UTF-8 read as Latin-1 ("CafÃ©") is repaired before the word cut."""
-    from ragbench.rerankers.listwise import build_chat, rank_llm_passage
+    from ragbench.passages import rank_llm_passage
+    from ragbench.rerankers.listwise import build_chat
 
-    assert rank_llm_passage("CafÃ© de Flore", "A cafÃ© in Paris.", 300) == "Title: Café de Flore Content: A café in Paris."
+    repaired = "Title: Café de Flore Content: A café in Paris."
+    assert rank_llm_passage("CafÃ© de Flore", "A cafÃ© in Paris.", 300) == repaired
     chat = build_chat("which cafÃ©?", ["x"], "numeric")
     assert "which café?" in chat[-1]["content"] and "Ã" not in chat[-1]["content"]

@@ -81,7 +81,8 @@ def test_gold_position_is_shared_when_the_context_caps_one_source(tmp_path: Path
     the same seeded position for every source. When the budget caps a source's negatives, the position is drawn
     from 0..(fewest negatives any source read) with the (seed, query, m) generator, so it exists in every context."""
     task = _probe_task()
-    options = HardNegatives.Options.model_validate({"m": [0, 5], "k": [], "random": False, "seed": 19, "context_tokens": 300,
+    options = HardNegatives.Options.model_validate({"m": [0, 5], "k": [], "random": False, "seed": 19,
+                                                    "context_tokens": 300,
                                                     "llm": {"backend": "transformers", "model": str(smollm2_dir)}})
     stage = HardNegatives(options, StageEnv(Cache(tmp_path), Reporter(quiet=True), "probe", ("short", "long")))
     stage.prepare(task)
@@ -102,5 +103,6 @@ def test_gold_position_is_shared_when_the_context_caps_one_source(tmp_path: Path
 def test_gold_position_uncapped_is_the_draw_over_all_m() -> None:
     """Without a cap the position is the (seed, query, m) draw from 0..m, as before the cap rule."""
     for m in (0, 5, 40):
-        assert gold_position(13, "q1", m) == gold_position(13, "q1", m, cap=m) == random.Random(f"13:q1:{m}").randint(0, m)
+        drawn = random.Random(f"13:q1:{m}").randint(0, m)
+        assert gold_position(13, "q1", m) == gold_position(13, "q1", m, cap=m) == drawn
     assert all(0 <= gold_position(s, "q1", 40, cap=3) <= 3 for s in range(50))

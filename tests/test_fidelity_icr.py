@@ -30,6 +30,7 @@ from tokenizers import (
 from transformers import LlamaConfig, MistralConfig, PreTrainedTokenizerFast
 
 from ragbench.cache import Cache
+from ragbench.passages import title_line as passage_text
 from ragbench.progress import Reporter
 from ragbench.rerankers.icr import (
     CALIBRATION_QUERY,
@@ -40,7 +41,6 @@ from ragbench.rerankers.icr import (
     build_prompt,
     detect_format,
     document_scores,
-    passage_text,
 )
 from ragbench.stage import StageEnv
 from ragbench.types import Corpus, Document

@@ -123,11 +123,14 @@ def test_prompt_is_the_authors_prompt_files_wording(lm):
     next token being the word; README.md's example omits the colon (`assistant_prefix` gives it)."""
     model, tok = lm
     prompt = PromptReps(model, tok).prompt("Paris is big", is_query=False)
-    assert 'Passage: "Paris is big". Use one word to represent the passage in a retrieval task. Make sure your word is in lowercase.' in prompt
+    assert ('Passage: "Paris is big". Use one word to represent the passage in a retrieval task. '
+            'Make sure your word is in lowercase.') in prompt
     assert prompt.endswith('The word is: "')
     assert PromptReps(model, tok).prompt("capital", is_query=True).endswith('The word is: "')
-    assert 'Query: "capital". Use one word to represent the query' in PromptReps(model, tok).prompt("capital", is_query=True)
-    assert PromptReps(model, tok, assistant_prefix='The word is "').prompt("x", is_query=False).endswith('The word is "')
+    query_prompt = PromptReps(model, tok).prompt("capital", is_query=True)
+    assert 'Query: "capital". Use one word to represent the query' in query_prompt
+    prefixed = PromptReps(model, tok, assistant_prefix='The word is "').prompt("x", is_query=False)
+    assert prefixed.endswith('The word is "')
 
 
 def test_expansion_pool_is_the_authors_vocabulary_filter(lm):

@@ -84,7 +84,8 @@ def test_fifteen_demos_from_other_relations(relations: int, per_relation: int) -
         demos = sampler.draw(q)
         assert len(demos) == 15 and len({d.id for d in demos}) == 15
         assert all(d.extra["prop"] != q.extra["prop"] and d.id != q.id and d.text != q.text for d in demos)
-        counts = sorted(sum(d.extra["prop"] == f"rel{r}" for d in demos) for r in range(relations) if f"rel{r}" != q.extra["prop"])
+        counts = sorted(sum(d.extra["prop"] == f"rel{r}" for d in demos)
+                        for r in range(relations) if f"rel{r}" != q.extra["prop"])
         assert max(counts) - min(counts) <= 1
         again = DemoSampler(list(pool), PopQAPromptOptions(shots=15, seed=633))
         assert [d.id for d in again.draw(q)] == [d.id for d in demos]  # deterministic for a seed
@@ -127,10 +128,14 @@ def test_popqa_prompt_layout() -> None:
 
 
 def _tiny_task() -> TaskData:
-    queries = [Query("1", "What is Ann Lee's occupation?", {"prop": "occupation", "obj": "painter", "answers": ["painter"]}),
-               Query("2", "In what city was Bo Chan born?", {"prop": "place of birth", "obj": "Lyon", "answers": ["Lyon"]})]
-    docs = {"d1": Document("d1", "Ann Lee is a painter from Ohio.", "Ann Lee"), "d2": Document("d2", "Bo Chan was born in Lyon.", "Bo Chan")}
-    return TaskData("tiny", "test", queries, {"1": {"d1": 1}, "2": {"d2": 1}}, Corpus(docs, "tiny-corpus"), "test", "tiny")
+    queries = [Query("1", "What is Ann Lee's occupation?",
+                     {"prop": "occupation", "obj": "painter", "answers": ["painter"]}),
+               Query("2", "In what city was Bo Chan born?",
+                     {"prop": "place of birth", "obj": "Lyon", "answers": ["Lyon"]})]
+    docs = {"d1": Document("d1", "Ann Lee is a painter from Ohio.", "Ann Lee"),
+            "d2": Document("d2", "Bo Chan was born in Lyon.", "Bo Chan")}
+    return TaskData("tiny", "test", queries, {"1": {"d1": 1}, "2": {"d2": 1}}, Corpus(docs, "tiny-corpus"),
+                    "test", "tiny")
 
 
 def test_closed_book_and_retrieval_prompts_for_a_tiny_task(tmp_path: Path) -> None:
@@ -149,7 +154,8 @@ def test_closed_book_and_retrieval_prompts_for_a_tiny_task(tmp_path: Path) -> No
     rag = _reader(tmp_path, top_k=1, fields=["text"], popqa={"shots": 1, "seed": 633})
     rag.prepare_prompts(task)
     assert rag.first_chat(q2, [("d1", rag.passage("d1"))], retrieved=True)[0]["content"] == (
-        "Q: What is Ann Lee's occupation? A: painter\n\nAnn Lee is a painter from Ohio.\n\nQ: In what city was Bo Chan born? A:")
+        "Q: What is Ann Lee's occupation? A: painter\n\nAnn Lee is a painter from Ohio.\n\n"
+        "Q: In what city was Bo Chan born? A:")
     fifteen = _reader(tmp_path, closed_book=True, popqa={"seed": 633})
     fifteen.prepare_prompts(TaskData("t", "test", _pool(2, 20), {}, None, "test", "t"))
     content = fifteen.first_chat(_pool(2, 20)[0], [], retrieved=False)[0]["content"]
@@ -167,8 +173,10 @@ def test_the_reader_answers_the_popqa_prompt_with_smollm2(tmp_path: Path, smollm
     closed = _reader(tmp_path, closed_book=True, popqa=popqa, max_new_tokens=15, llm=llm)
     closed.prepare(task)
     out = closed.process(task.queries, [])
-    assert out["1"].prompts[0][0]["content"] == "Q: In what city was Bo Chan born? A: Lyon\n\nQ: What is Ann Lee's occupation? A:"
-    assert out["2"].prompts[0][0]["content"] == "Q: What is Ann Lee's occupation? A: painter\n\nQ: In what city was Bo Chan born? A:"
+    assert out["1"].prompts[0][0]["content"] == ("Q: In what city was Bo Chan born? A: Lyon\n\n"
+                                                 "Q: What is Ann Lee's occupation? A:")
+    assert out["2"].prompts[0][0]["content"] == ("Q: What is Ann Lee's occupation? A: painter\n\n"
+                                                 "Q: In what city was Bo Chan born? A:")
     assert all(a.text == popqa_answer(a.outputs[0]) and not a.retrieved for a in out.values())
 
     rag = _reader(tmp_path, top_k=1, fields=["text"], popqa=popqa, max_new_tokens=15, llm=llm)
@@ -176,7 +184,8 @@ def test_the_reader_answers_the_popqa_prompt_with_smollm2(tmp_path: Path, smollm
     rankings = {"1": Ranking("1", ["d1", "d2"], [2.0, 1.0]), "2": Ranking("2", ["d1", "d2"], [2.0, 1.0])}
     out = rag.process(task.queries, [rankings])
     assert out["2"].prompts[0][0]["content"] == ("Q: What is Ann Lee's occupation? A: painter\n\n"
-                                                 "Ann Lee is a painter from Ohio.\n\nQ: In what city was Bo Chan born? A:")
+                                                 "Ann Lee is a painter from Ohio.\n\n"
+                                                 "Q: In what city was Bo Chan born? A:")
     assert out["2"].context_ids == ["d1"] and out["2"].text == popqa_answer(out["2"].outputs[0])
 
 

@@ -1,5 +1,5 @@
-"""The hard-negative experiment (docs/methods.md, "Hard negatives and the inverted U"): its scores on hand-made trials, and the stage run
-end to end with a real LLM on the embedded PopQA sample."""
+"""The hard-negative experiment (docs/methods.md, "Hard negatives and the inverted U"): its scores on hand-made
+trials, its options, and the stage run end to end with a real LLM on the embedded PopQA sample."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ragbench.cache import Cache
 from ragbench.cli import main
-from ragbench.experiments.hard_negatives import gold_position
+from ragbench.config import validate_file
+from ragbench.experiments.hard_negatives import HardNegatives, gold_position
 from ragbench.metrics.degradation import headline, summarize
-from ragbench.types import Probe, Query, TaskData
+from ragbench.progress import Reporter
+from ragbench.readers.reader import Reader
+from ragbench.stage import StageEnv
+from ragbench.tasks import load_task
+from ragbench.tasks.card import load_task_card
+from ragbench.types import Probe, Query, Ranking, TaskData
 
 
 def _trial(source: str, m: int, right: bool) -> dict:
@@ -20,7 +27,8 @@ def _trial(source: str, m: int, right: bool) -> dict:
 
 
 def _curve(k: int, reorder: bool, right: bool) -> dict:
-    return {"probe": "top_k", "source": "bm25", "k": k, "reorder": reorder, "k_used": k, "answer": "Paris" if right else "Rome"}
+    return {"probe": "top_k", "source": "bm25", "k": k, "reorder": reorder, "k_used": k,
+            "answer": "Paris" if right else "Rome"}
 
 
 def test_hnd_relative_drop_and_peak_on_hand_made_trials() -> None:
@@ -33,7 +41,8 @@ def test_hnd_relative_drop_and_peak_on_hand_made_trials() -> None:
         trials += [_curve(1, False, i == 0), _curve(5, False, True), _curve(20, False, i == 1)]
         trials += [_curve(1, True, i == 0), _curve(5, True, True), _curve(20, True, True)]
         probes[qid] = Probe(qid, "g", trials)
-    task = TaskData("t", "test", [Query("a", "q", {"answers": ["Paris"]}), Query("b", "q", {"answers": ["Paris"]})], {}, None, "", "")
+    queries = [Query("a", "q", {"answers": ["Paris"]}), Query("b", "q", {"answers": ["Paris"]})]
+    task = TaskData("t", "test", queries, {}, None, "", "")
     s = summarize(probes, task, "popqa_acc", (0, 5, 10))
     assert s["negatives"]["bm25"]["5"]["acc"] == 0.5 and s["negatives"]["bm25"]["0"]["acc"] == 1.0
     assert s["HND"] == {"bm25": pytest.approx(((1.0 - 0.5) + (0.5 - 0.0)) / 2)}
@@ -70,8 +79,8 @@ metrics: [nDCG@10]
 def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None:
     p = tmp_path / "hn.yaml"
     p.write_text(PIPELINE)
-    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3", "--out", str(tmp_path / "run")],
-                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3",
+                                       "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -91,7 +100,8 @@ def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None
             assert t["context_ids"][t["gold_position"]] == row["gold"] and len(t["context_ids"]) == t["m_used"] + 1
             for d in t["context_ids"]:
                 if d != row["gold"]:  # a negative is never relevant and never holds the answer
-                    assert task.qrels[q.id].get(d, 0) <= 0 and not has_answer(task.corpus[d].contents(), q.extra["answers"])
+                    assert task.qrels[q.id].get(d, 0) <= 0
+                    assert not has_answer(task.corpus[d].contents(), q.extra["answers"])
         # the same seeded gold position for every source at the same m, drawn under the fewest negatives read
         by_m: dict[int, list[dict]] = {}
         for t in negatives:
@@ -107,3 +117,34 @@ def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None
     assert page.exit_code == 0, page.output
     for fig in ("hard_negatives", "inverted_u"):
         assert f'id="{fig}-popqa-sample-' in page.output
+
+
+def test_reader_only_options_are_refused_where_they_stand(tmp_path: Path) -> None:
+    """The experiment takes the reader's prompt options only: `closed_book` (and `steps`, whose second step it would
+    not run) are unknown fields, reported at their line like any other."""
+    p = tmp_path / "hn.yaml"
+    p.write_text(PIPELINE.replace("    m: [0, 1]\n", "    m: [0, 1]\n    closed_book: true\n    steps: 2\n"))
+    problems = [str(x) for x in validate_file(p)]
+    assert any(x.startswith(f"{p}:8: stages[1].closed_book: unknown field for type 'hard_negatives'") for x in problems)
+    assert any(x.startswith(f"{p}:9: stages[1].steps: unknown field for type 'hard_negatives'") for x in problems)
+    assert len(problems) == 2
+
+
+def test_a_context_the_reader_also_reads_is_the_same_request(tmp_path: Path) -> None:
+    """Both stages build their prompts with readers/prompt.py: the experiment's top-3 trial, reordered, asks the
+    very request a `type: reader` with top_k 3 and order both_ends asked (an LLM cache hit, the same reply)."""
+    task = load_task(load_task_card("popqa-sample")[0], limit=1)
+    q = task.queries[0]
+    ranking = Ranking(q.id, list(task.corpus)[:5], [5.0, 4, 3, 2, 1])
+    llm = {"backend": "transformers", "model": "SmolLM2-135M-Instruct"}
+    env = StageEnv(Cache(tmp_path), Reporter(quiet=True), "reader", ("bm25",))
+    reader_options = {"llm": llm, "top_k": 3, "order": "both_ends", "max_new_tokens": 4}
+    reader = Reader(Reader.Options.model_validate(reader_options), env)
+    reader.prepare(task)
+    answer = reader.process([q], [{q.id: ranking}])[q.id]
+    probe_options = {"llm": llm, "m": [0], "k": [3], "reorder": [True], "random": False, "max_new_tokens": 4}
+    probe = HardNegatives(HardNegatives.Options.model_validate(probe_options), env)
+    probe.prepare(task)
+    (trial,) = [t for t in probe.process([q], [{q.id: ranking}])[q.id].trials if t["probe"] == "top_k"]
+    assert trial["context_ids"] == answer.context_ids and trial["output"] == answer.outputs[0]
+    assert probe.llm.stats.cached >= 1

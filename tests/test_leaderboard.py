@@ -17,7 +17,8 @@ from ragbench.cli import main
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three SciFact runs (bm25 twice: k1 0.9, then k1 0.05 under the same name; a renamed b=1 variant) and a PopQA-sample run."""
+    """Three SciFact runs (bm25 twice: k1 0.9, then k1 0.05 under the same name; a renamed b=1 variant) and a
+    PopQA-sample run."""
     from tests.conftest import SHARED_DATA
 
     if not (SHARED_DATA / "scifact" / "corpus.jsonl.gz").exists():
@@ -50,7 +51,9 @@ def test_latest_or_best_run_per_pipeline_and_task(results: Path) -> None:
     latest = max(bm25, key=lambda m: str(yaml.safe_load((m["folder"] / "config.lock.yaml").read_text())["created"]))
     assert best is not latest  # k1 = 0.05 ran last and is worse
     rows = json.loads(_board(results, "--format", "json"))
-    assert len(rows) == 3 and {(r["task"], r["pipeline"]) for r in rows} == {("scifact", "bm25"), ("scifact", "bm25-b1"), ("popqa-sample", "bm25")}
+    assert len(rows) == 3
+    assert {(r["task"], r["pipeline"]) for r in rows} == {("scifact", "bm25"), ("scifact", "bm25-b1"),
+                                                          ("popqa-sample", "bm25")}
     row = next(r for r in rows if r["task"] == "scifact" and r["pipeline"] == "bm25")
     assert row["nDCG@10"] == pytest.approx(latest["metrics"]["nDCG@10"])
     rows = json.loads(_board(results, "--format", "json", "--pick", "best", "--sort", "nDCG@10"))
@@ -118,7 +121,8 @@ def test_html_page_renders_table_and_plots_in_headless_chromium(results: Path, t
     assert "http://" not in page.read_text() and "https://" not in page.read_text()  # standalone: nothing to fetch
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1200"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1200"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -154,5 +158,6 @@ def test_best_is_marked_among_rows_on_the_same_queries_and_never_for_a_tie_of_al
     df = frame([entry("full-a", 741, nDCG=0.6, EM=0.0), entry("full-b", 741, nDCG=0.5, EM=0.0),
                 entry("limited", 300, nDCG=0.9, EM=0.0), entry("limited-b", 300, nDCG=0.8, EM=0.0)], sort="nDCG")
     marked = {(row.pipeline, m) for i, row in df.iterrows() for m in ("nDCG", "EM") if best_mask(df).at[i, m]}
-    assert marked == {("full-a", "nDCG"), ("limited", "nDCG")}  # a --limit run does not outrank full runs; all-zero EM has no best
+    # a --limit run does not outrank full runs; all-zero EM has no best
+    assert marked == {("full-a", "nDCG"), ("limited", "nDCG")}
     assert notes(df) and "300, 741" in notes(df)[0]

@@ -19,8 +19,9 @@ import pytest
 
 from ragbench.cache import Cache
 from ragbench.errors import RagbenchError
-from ragbench.llm.base import Request, Sampling, plain_prompt
-from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.base import ATTENTION, Request, Sampling, plain_prompt
+from ragbench.llm.config import OpenAIServerConfig, TransformersLLMConfig, VLLMConfig
+from ragbench.llm.factory import BACKENDS, backend_class, make_llm, missing_dependency
 from ragbench.llm.openai_server import OpenAIServerLLM
 from ragbench.llm.transformers_backend import TransformersLLM
 from tests.vllm_server import REPO, SERVED_NAME, VLLM_PYTHON, require_vllm, vllm_env
@@ -35,7 +36,8 @@ CHATS = [
     [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "What color is the sky?"}],
 ]
 RANK_CHATS = [
-    [{"role": "user", "content": "Rank the passages [A] to [E] by relevance to 'capital of France'. Answer like [A] > [B]."}],
+    [{"role": "user", "content": "Rank the passages [A] to [E] by relevance to 'capital of France'. "
+                                 "Answer like [A] > [B]."}],
     [{"role": "user", "content": "Which letter comes first in the alphabet: C or A?"}],
     FRANCE,
 ]
@@ -55,7 +57,8 @@ def reference(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     """The transformers backend's answers that the vLLM tests compare with, computed once."""
     llm = make_llm(TransformersLLMConfig(model=str(smollm2_dir)), Cache(tmp_path_factory.mktemp("reference")))
     return {"greedy": llm.chat(CHATS, GREEDY), "rank_lp": llm.next_token_logprobs(RANK_CHATS, LETTERS, prefix="["),
-            "chats_lp": llm.next_token_logprobs(CHATS, LETTERS, prefix="["), "hello_tokens": [llm.count_tokens("Hello world")]}
+            "chats_lp": llm.next_token_logprobs(CHATS, LETTERS, prefix="["),
+            "hello_tokens": [llm.count_tokens("Hello world")]}
 
 
 def server_llm(urls: str | list[str], cache: Cache | None = None, **kw: object) -> OpenAIServerLLM:
@@ -117,7 +120,8 @@ def test_transformers_plain_prompt_is_the_text_the_authors_tokenize(tf: Transfor
     assert "Rome" in reply.text.split("\n")[0]
 
 
-def test_plain_prompt_gets_bos_where_the_tokenizer_adds_one(tf: TransformersLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_prompt_gets_bos_where_the_tokenizer_adds_one(tf: TransformersLLM,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A Llama-style tokenizer (add_bos_token) reads `tokenizer(prompt)` as <s> + text: so does the render."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -136,6 +140,22 @@ def test_transformers_too_long_prompt(smollm2_dir: Path) -> None:
     llm = make_llm(TransformersLLMConfig(model=str(smollm2_dir), max_model_len=64, cache=False))
     with pytest.raises(RagbenchError, match="exceeds the context length 64"):
         llm.chat([[{"role": "user", "content": "word " * 100}]], GREEDY)
+
+
+# -- the factory -------------------------------------------------------------------------------------
+def test_every_backend_of_the_llm_block_has_a_factory_row_and_declares_its_capabilities() -> None:
+    from typing import get_args
+
+    named = {get_args(c.model_fields["backend"].annotation)[0] for c in (TransformersLLMConfig, VLLMConfig,
+                                                                         OpenAIServerConfig)}
+    assert named == set(BACKENDS)
+    assert {n for n in BACKENDS if ATTENTION in backend_class(n).capabilities} == {"transformers"}
+    missing = missing_dependency("vllm", ImportError("No module named 'vllm'", name="vllm"))
+    assert str(missing).startswith("llm.backend: backend 'vllm' needs the vllm package (No module named 'vllm'); "
+                                   "pip install vllm")
+    with pytest.raises(RagbenchError, match="icr needs the 'attention' capability, which backend 'openai_server' "
+                                            "does not have"):
+        server_llm("http://127.0.0.1:9/v1").require(ATTENTION, "icr")
 
 
 # -- openai_server without a server ----------------------------------------------------------------
@@ -183,11 +203,13 @@ def test_server_plain_prompt_matches_transformers(vllm_server, tf: TransformersL
 def test_server_logprobs_match_transformers(vllm_server, reference: dict[str, list], smollm2_dir: Path) -> None:
     ref = reference["rank_lp"]
     # with a local tokenizer, vLLM is asked for exactly the candidates' token ids: all come back
-    exact = server_llm(vllm_server.base_url, tokenizer=str(smollm2_dir)).next_token_logprobs(RANK_CHATS, LETTERS, prefix="[")
+    exact = server_llm(vllm_server.base_url, tokenizer=str(smollm2_dir)).next_token_logprobs(
+        RANK_CHATS, LETTERS, prefix="[")
     # without one, only the top-n: the candidates among them
     topn = server_llm(vllm_server.base_url).next_token_logprobs(RANK_CHATS, LETTERS, prefix="[")
     # other servers: prompt rendered locally, legacy /completions
-    plain = server_llm(vllm_server.base_url, tokenizer=str(smollm2_dir), vllm_extensions=False).next_token_logprobs(RANK_CHATS, LETTERS, prefix="[")
+    plain = server_llm(vllm_server.base_url, tokenizer=str(smollm2_dir), vllm_extensions=False).next_token_logprobs(
+        RANK_CHATS, LETTERS, prefix="[")
     worst = max(abs(lp[k] - r[k]) for got in (exact, topn, plain) for lp, r in zip(got, ref, strict=True) for k in lp)
     print(f"\nREPORT logprobs vLLM server vs transformers: max |diff| {worst:.2e}; "
           f"top-20 returned {sum(map(len, topn))}/{len(LETTERS) * len(RANK_CHATS)} candidates")
@@ -261,7 +283,8 @@ def test_server_killed_mid_run_resumes_from_cache(vllm_server_factory, tmp_path:
     raised_at = time.perf_counter()
     killer.join(timeout=60)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"llm.base_url: cannot reach LLM server {server.base_url} after 1 retries")
+    assert "\n" not in msg
+    assert msg.startswith(f"llm.base_url: cannot reach LLM server {server.base_url} after 1 retries")
     assert killed_at and raised_at - killed_at[0] < 15  # no hang after the kill
     finished = llm.stats.requests
     assert 4 <= finished < len(chats) and llm.stats.failed >= 1
@@ -282,7 +305,8 @@ def test_server_killed_mid_run_resumes_from_cache(vllm_server_factory, tmp_path:
 @pytest.mark.timeout(600)
 def test_vllm_inprocess_matches_transformers(reference: dict[str, list], smollm2_dir: Path, tmp_path: Path) -> None:
     require_vllm()
-    job = {"model": str(smollm2_dir), "chats": CHATS, "max_tokens": GREEDY.max_tokens, "candidates": LETTERS, "prefix": "["}
+    job = {"model": str(smollm2_dir), "chats": CHATS, "max_tokens": GREEDY.max_tokens, "candidates": LETTERS,
+           "prefix": "["}
     (tmp_path / "in.json").write_text(json.dumps(job))
     log = tmp_path / "inprocess.log"
     t0 = time.perf_counter()

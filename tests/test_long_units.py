@@ -136,7 +136,8 @@ def test_build_units_cache_round_trip(smollm2_dir: Path, tmp_path: Path, monkeyp
     assert stats.group_by == "links" and stats.unresolved_links == 1 and stats.units == 1
     (unit,) = units.values()
     assert unit.id == "u000000" and unit.title == "Alpha | Beta | Gamma | Delta"
-    assert unit.text == "Alpha text. Beta text. Gamma text. Delta text." and units.members("u000000") == ["a", "b", "c", "d"]
+    assert unit.text == "Alpha text. Beta text. Gamma text. Delta text."
+    assert units.members("u000000") == ["a", "b", "c", "d"]
     assert unit.extra["tokens"] == stats.tokens["max"]
     assert units.fingerprint != "src-fp" and "units" in stats.summary()
 
@@ -147,11 +148,14 @@ def test_build_units_cache_round_trip(smollm2_dir: Path, tmp_path: Path, monkeyp
     again, stats2 = build_units(linked_corpus(), options, cache)
     assert again.fingerprint == units.fingerprint and again.docs == units.docs and stats2 == stats
     monkeypatch.undo()
-    small, small_stats = build_units(linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), max_tokens=8), cache)
+    small, small_stats = build_units(
+        linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), max_tokens=8), cache)
     assert small.fingerprint != units.fingerprint and small.source != units.source
     assert small_stats.units > 1
-    titled, title_stats = build_units(linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), group_by="title"), cache)
-    assert title_stats.group_by == "title" and title_stats.singletons == 4 and list(titled) == ["u000000", "u000001", "u000002", "u000003"]
+    titled, title_stats = build_units(
+        linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), group_by="title"), cache)
+    assert title_stats.group_by == "title" and title_stats.singletons == 4
+    assert list(titled) == ["u000000", "u000001", "u000002", "u000003"]
 
 
 # -- real data ------------------------------------------------------------------------------------
@@ -215,7 +219,8 @@ def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path:
     p.write_text(UNITS_PIPELINE % smollm2_dir)
     pipeline, problems = parse_pipeline(load_yaml(p))
     assert not problems and pipeline is not None
-    assert [s.corpus for s in pipeline.stages] == [None, None, "units", "units", "units"]  # fusion inherits its inputs' corpus
+    # fusion inherits its inputs' corpus
+    assert [s.corpus for s in pipeline.stages] == [None, None, "units", "units", "units"]
     assert pipeline.stages[1].inputs == ()  # a retriever reads no input; the corpus stage is never a default input
     task = load_task(load_task_card("popqa-sample")[0])
     cache = Cache(tmp_path / "cache")
@@ -226,30 +231,37 @@ def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path:
     assert len(unit_ids) < len(task.corpus)  # mentions merged some paragraphs
     long, passages = result.final_ranking, result.rankings[0]
     assert long.spec.id == "fused" and passages.spec.id == "passages"
-    assert all(set(r.docids) <= unit_ids for r in long.rankings.values())
-    assert all(set(r.docids) <= set(task.corpus) for r in passages.rankings.values())
+    assert all(set(r.docids) <= unit_ids for r in long.output.records.values())
+    assert all(set(r.docids) <= set(task.corpus) for r in passages.output.records.values())
     # the final ranking is scored against qrels mapped onto units, not the passage qrels
     aggregate, _, _ = evaluate_result(result, task, ["R@10", "answer_recall@1"])
-    expected, _ = evaluate_ir(long.rankings, map_qrels(task.qrels, units.view.corpus), ["R@10"])
+    expected, _ = evaluate_ir(long.output.records, map_qrels(task.qrels, units.view.corpus), ["R@10"])
     assert aggregate["R@10"] == pytest.approx(expected["R@10"])
     by_stage = stage_metrics(result, task, ["R@10", "answer_recall@1"])
     assert list(by_stage) == ["passages", "long", "long2", "fused"] and by_stage["long"]["corpus"] == "units"
-    assert by_stage["passages"]["metrics"]["R@10"] == pytest.approx(evaluate_ir(passages.rankings, task.qrels, ["R@10"])[0]["R@10"])
-    assert by_stage["fused"]["metrics"] == {"R@10": pytest.approx(aggregate["R@10"]), "answer_recall@1": pytest.approx(aggregate["answer_recall@1"])}
+    assert by_stage["passages"]["metrics"]["R@10"] == pytest.approx(
+        evaluate_ir(passages.output.records, task.qrels, ["R@10"])[0]["R@10"])
+    assert by_stage["fused"]["metrics"] == {
+        "R@10": pytest.approx(aggregate["R@10"]), "answer_recall@1": pytest.approx(aggregate["answer_recall@1"])}
     # a unit holding the gold passage holds its answer too: answer recall@50 over units >= over passages
     at50 = stage_metrics(result, task, ["answer_recall@50"])
     assert at50["long"]["metrics"]["answer_recall@50"] >= at50["passages"]["metrics"]["answer_recall@50"] - 1e-9
     again = run_pipeline(pipeline, task, cache, Reporter(quiet=True))
-    assert all(s.cached for s in again.stages) and again.final.rankings == long.rankings
+    assert all(s.cached for s in again.stages) and again.final.output.records == long.output.records
 
 
 @pytest.mark.parametrize(("stages", "message"), [
-    ("  - {id: u, type: long_units}\n  - {type: bm25, corpus: nope}\n", "'nope' is not an earlier corpus stage (type: long_units); earlier: u"),
-    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: listwise, input: u}\n", "input 'u' is a corpus stage; name it with 'corpus: u' instead"),
-    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {id: b, type: bm25, corpus: u}\n  - {type: fusion, inputs: [a, b]}\n",
+    ("  - {id: u, type: long_units}\n  - {type: bm25, corpus: nope}\n",
+     "'nope' is not an earlier corpus stage (type: long_units); earlier: u"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: listwise, input: u}\n",
+     "input 'u' is a corpus stage; name it with 'corpus: u' instead"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {id: b, type: bm25, corpus: u}\n"
+     "  - {type: fusion, inputs: [a, b]}\n",
      "inputs a, b rank different corpora (the task corpus, u)"),
-    ("  - {id: u, type: long_units}\n  - {id: v, type: long_units, corpus: u}\n", "a corpus stage is built from the task's corpus"),
-    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: bm25, input: a, corpus: u}\n", "corpus 'u' differs from the corpus its input ranks"),
+    ("  - {id: u, type: long_units}\n  - {id: v, type: long_units, corpus: u}\n",
+     "a corpus stage is built from the task's corpus"),
+    ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: bm25, input: a, corpus: u}\n",
+     "corpus 'u' differs from the corpus its input ranks"),
 ])
 def test_corpus_references_are_checked(tmp_path: Path, stages: str, message: str) -> None:
     from ragbench.config import validate_file

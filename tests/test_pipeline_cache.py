@@ -47,7 +47,7 @@ def test_changing_one_option_recomputes_only_that_stage(tmp_path: Path, sample_t
     assert [s.cached for s in first.stages] == [False, False]
     again = run_pipeline(_pipeline(tmp_path, two % "1.2"), sample_task, cache, quiet, batch_size=50)
     assert [s.cached for s in again.stages] == [True, True]
-    assert again.final.rankings == first.final.rankings
+    assert again.final.output.records == first.final.output.records
     changed = run_pipeline(_pipeline(tmp_path, two % "1.5"), sample_task, cache, quiet, batch_size=50)
     assert [s.cached for s in changed.stages] == [True, False]
 
@@ -58,10 +58,11 @@ def test_top_k_change_reuses_the_index(tmp_path: Path, sample_task) -> None:
     run_pipeline(_pipeline(tmp_path, "name: x\nstages:\n  - {type: bm25, top_k: 100}\n"), sample_task, cache, quiet)
     indexes = list((cache.root / "artifacts").rglob("params.index.json"))
     assert len(indexes) == 1
-    deeper = run_pipeline(_pipeline(tmp_path, "name: x\nstages:\n  - {type: bm25, top_k: 200}\n"), sample_task, cache, quiet)
+    deeper = run_pipeline(_pipeline(tmp_path, "name: x\nstages:\n  - {type: bm25, top_k: 200}\n"), sample_task, cache,
+                          quiet)
     assert not deeper.final.cached  # the search ran again ...
     assert list((cache.root / "artifacts").rglob("params.index.json")) == indexes  # ... on the same index
-    assert max(len(r) for r in deeper.final.rankings.values()) > 100
+    assert max(len(r) for r in deeper.final.output.records.values()) > 100
 
 
 def test_no_partial_entry_is_ever_visible(tmp_path: Path) -> None:
@@ -89,7 +90,8 @@ def _run_cmd(tmp_path: Path, data: Path, cache: Path, out: Path, *extra: str) ->
 
 def test_sigkill_mid_retrieval_then_resume(shared_data: Path, tmp_path: Path) -> None:
     data, cache = shared_data / "scifact", tmp_path / "cache"
-    proc = subprocess.Popen(_run_cmd(tmp_path, data, cache, tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_run_cmd(tmp_path, data, cache, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     batches = cache / "batches"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -103,7 +105,8 @@ def test_sigkill_mid_retrieval_then_resume(shared_data: Path, tmp_path: Path) ->
     assert 5 <= done_before < 51, "the kill must land in the middle of retrieval (51 batches in all)"
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    resumed = subprocess.run(_run_cmd(tmp_path, data, cache, tmp_path / "resumed"), capture_output=True, text=True, check=True)
+    resumed = subprocess.run(_run_cmd(tmp_path, data, cache, tmp_path / "resumed"), capture_output=True, text=True,
+                             check=True)
     assert f"{done_before} of 51 batches already cached" in resumed.stderr
     fresh = subprocess.run(_run_cmd(tmp_path, data, tmp_path / "other-cache", tmp_path / "fresh", "--no-cache"),
                            capture_output=True, text=True, check=True)
@@ -137,5 +140,5 @@ def test_limit_is_deterministic_and_evaluates_only_those_queries(tmp_path: Path,
     task = load_task(card, data_dir=REPO / "ragbench/data/popqa_sample", limit=20)
     assert [q.id for q in task.queries] == [q.id for q in sample_task.queries[:20]]
     result = run_pipeline(load_pipeline("bm25"), task, Cache(tmp_path), Reporter(quiet=True))
-    _, per_query = evaluate(result.final.rankings, task.qrels, ["nDCG@10"])
+    _, per_query = evaluate(result.final.output.records, task.qrels, ["nDCG@10"])
     assert len(per_query) == 20

@@ -16,7 +16,8 @@ from ragbench.config import validate_file
 from ragbench.metrics.answers import parse_judgement
 from ragbench.progress import Reporter
 from ragbench.readers.answer_rules import popqa_answer
-from ragbench.readers.reader import Reader, both_ends, clean_answer
+from ragbench.readers.prompt import both_ends
+from ragbench.readers.reader import Reader, clean_answer
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
 from ragbench.tasks.card import load_task_card
@@ -92,9 +93,11 @@ def test_two_step_extraction_asks_twice(tmp_path: Path, sample) -> None:
 def test_rag_and_closed_book_runs_write_answers_and_answer_metrics(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"RAGBENCH_CACHE": str(tmp_path / "cache")}
-    rag = runner.invoke(main, ["run", "pipelines/popqa-rag.yaml", "--task", "popqa-sample", "--limit", "4", "--out", str(tmp_path / "rag")], env=env)
+    rag = runner.invoke(main, ["run", "pipelines/popqa-rag.yaml", "--task", "popqa-sample", "--limit", "4",
+                               "--out", str(tmp_path / "rag")], env=env)
     assert rag.exit_code == 0, rag.output
-    closed = runner.invoke(main, ["run", "pipelines/popqa-closed-book.yaml", "--task", "popqa-sample", "--limit", "4", "--out", str(tmp_path / "cb")], env=env)
+    closed = runner.invoke(main, ["run", "pipelines/popqa-closed-book.yaml", "--task", "popqa-sample", "--limit", "4",
+                                  "--out", str(tmp_path / "cb")], env=env)
     assert closed.exit_code == 0, closed.output
 
     metrics = json.loads((tmp_path / "rag" / "metrics.json").read_text())["metrics"]
@@ -129,15 +132,18 @@ def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tm
 
     if not (SHARED_DATA / "frames" / "queries.jsonl").exists():
         pytest.skip(f"FRAMES questions not found under {SHARED_DATA}")
-    result = CliRunner().invoke(main, ["run", "pipelines/frames-closed-book.yaml", "--task", "frames", "--data", str(SHARED_DATA / "frames"),
-                                       "--limit", "2", "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(main, ["run", "pipelines/frames-closed-book.yaml", "--task", "frames",
+                                       "--data", str(SHARED_DATA / "frames"), "--limit", "2",
+                                       "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     judge = metrics["judges"]["judge"]
-    assert judge["metric"] == "judge_acc" and judge["n"] == 2 and judge["judged"] + judge["unparsed"] == 2 and judge["model"]
+    assert (judge["metric"] == "judge_acc" and judge["n"] == 2 and judge["judged"] + judge["unparsed"] == 2
+            and judge["model"])
     assert set(metrics["metrics"]) == {"EM", "F1"} | ({"judge_acc"} if judge["judged"] else set())
     rows = [json.loads(line) for line in (tmp_path / "run" / "judgements.jsonl").read_text().splitlines()]
-    assert [r["value"] for r in rows] == [(None if v is None else float(v)) for v in (parse_judgement(r["outputs"][0]) for r in rows)]
+    assert [r["value"] for r in rows] == [(None if v is None else float(v))
+                                          for v in (parse_judgement(r["outputs"][0]) for r in rows)]
     types = metrics["breakdown"]["reasoning_types"]
     queries = [json.loads(line) for line in (SHARED_DATA / "frames" / "queries.jsonl").read_text().splitlines()[:2]]
     assert set(types) == {t for q in queries for t in q["reasoning_types"]}
@@ -154,11 +160,12 @@ stages:
 def test_judge_scores_reader_answers_through_a_server(vllm_server, tmp_path: Path) -> None:
     """A real judge LLM (SmolLM2 on the vLLM server) rates 4 closed-book answers; every verdict is the
     deterministic parse of the stored reply, unparseable ones are counted and left out of judge_acc."""
-    llm = f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, tokenizer: SmolLM2-135M-Instruct}}"
+    llm = (f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, "
+           "tokenizer: SmolLM2-135M-Instruct}")
     p = tmp_path / "judged.yaml"
     p.write_text(JUDGED % {"llm": llm})
-    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "4", "--out", str(tmp_path / "run")],
-                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "4",
+                                       "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     answers = {r["query_id"]: r for r in map(json.loads, (run / "answers.jsonl").read_text().splitlines())}
@@ -173,11 +180,13 @@ def test_judge_scores_reader_answers_through_a_server(vllm_server, tmp_path: Pat
         assert r["value"] == (None if verdict is None else float(verdict))
     metrics = json.loads((run / "metrics.json").read_text())
     parsed = [r["value"] for r in rows if r["value"] is not None]
-    assert metrics["judges"] == {"judge": {"metric": "judge_acc", "model": "smollm2", "n": 4, "judged": len(parsed), "unparsed": 4 - len(parsed)}}
+    assert metrics["judges"] == {"judge": {"metric": "judge_acc", "model": "smollm2", "n": 4, "judged": len(parsed),
+                                           "unparsed": 4 - len(parsed)}}
     if parsed:
         assert metrics["metrics"]["judge_acc"] == pytest.approx(sum(parsed) / len(parsed))
     assert "without a parseable verdict" in result.output
-    print(f"\nREPORT judge (SmolLM2 via vLLM) on 4 PopQA closed-book answers: {len(parsed)} parsed, {4 - len(parsed)} unparseable")
+    print(f"\nREPORT judge (SmolLM2 via vLLM) on 4 PopQA closed-book answers: {len(parsed)} parsed, "
+          f"{4 - len(parsed)} unparseable")
 
 
 def test_judge_needs_answers_and_judge_acc_needs_a_judge(tmp_path: Path) -> None:
@@ -186,7 +195,8 @@ def test_judge_needs_answers_and_judge_acc_needs_a_judge(tmp_path: Path) -> None
     assert any("input 'bm25' produces rankings, but type 'judge' reads answers" in str(x) for x in validate_file(p))
     q = tmp_path / "q.yaml"
     q.write_text("name: y\nmetrics: [EM, judge_acc]\nstages:\n  - {type: reader, closed_book: true}\n")
-    assert any("judge_acc needs a judge: add a 'type: judge' stage with method: rating after the reader" in str(x) for x in validate_file(q))
+    assert any("judge_acc needs a judge: add a 'type: judge' stage with method: rating after the reader" in str(x)
+               for x in validate_file(q))
 
 
 def test_until_runs_only_the_retrieval_and_keeps_answer_recall(tmp_path: Path) -> None:
@@ -198,4 +208,5 @@ def test_until_runs_only_the_retrieval_and_keeps_answer_recall(tmp_path: Path) -
     assert 0 < metrics["answer_recall@1"] <= metrics["answer_recall@5"] <= 1
     assert not (tmp_path / "run" / "answers.jsonl").exists()
     bad = CliRunner().invoke(main, ["run", "popqa-rag", "--until", "rerank"], env=env)
-    assert bad.exit_code == 2 and "--until: 'rerank' is not a stage of" in bad.output and "(stages: bm25, reader)" in bad.output
+    assert (bad.exit_code == 2 and "--until: 'rerank' is not a stage of" in bad.output
+            and "(stages: bm25, reader)" in bad.output)

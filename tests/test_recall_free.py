@@ -65,7 +65,8 @@ def test_short_and_empty_rankings_count_missing_slots_as_non_relevant() -> None:
 
 def test_recall_free_ndcg_differs_from_ndcg_only_by_the_ideal() -> None:
     # ir_measures' nDCG@4 (graded, ideal over all 4 judged-relevant docs) vs the recall-free one
-    agg, _ = evaluate({"q": Ranking("q", RANKING, [6.0, 5, 4, 3, 2, 1])}, {"q": {"a": 1, "c": 1, "f": 1, "z": 1}}, ["nDCG@4", "nDCG_rf@4"])
+    agg, _ = evaluate({"q": Ranking("q", RANKING, [6.0, 5, 4, 3, 2, 1])}, {"q": {"a": 1, "c": 1, "f": 1, "z": 1}},
+                      ["nDCG@4", "nDCG_rf@4"])
     ideal_all = sum(1 / math.log2(i + 2) for i in range(4))
     assert agg["nDCG@4"] == pytest.approx(1.5 / ideal_all)
     assert agg["nDCG_rf@4"] == pytest.approx(1.5 / (1 + 1 / math.log2(3)))
@@ -112,4 +113,5 @@ def test_run_reports_them_and_checks_the_depth_e_needs(tmp_path: Path) -> None:
     assert written["nDCG_rf@10"] >= written["nDCG@10"] - 1e-12  # the ideal never exceeds nDCG's
     p = tmp_path / "deep.yaml"
     p.write_text("name: x\nmetrics: [E_0.5@10x3]\nstages:\n  - {type: bm25, top_k: 20}\n")
-    assert any("E_0.5@10x3 needs rankings of depth 30 but the last stage returns top_k=20" in str(x) for x in validate_file(p))
+    assert any("E_0.5@10x3 needs rankings of depth 30 but the last stage returns top_k=20" in str(x)
+               for x in validate_file(p))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ragbench.judges.relevance import RelevanceJudge as RJ
-from ragbench.judges.relevance import RelevanceOptions, parse_grade, relevance_summary
+from ragbench.judges.relevance import RelevanceOptions, parse_grade
+from ragbench.outputs import Rankings
 from ragbench.types import Assessment, TaskData
 
 
@@ -18,12 +19,14 @@ def test_grade_is_the_last_final_score_line() -> None:
 def test_llm_qrels_replace_and_fill_keeps_the_task_labels() -> None:
     task = TaskData("t", "test", [], {"q": {"d1": 1, "d9": 1}}, None, "", "fp")
     graded = {"q": Assessment("q", {"d1": 0, "d2": 3, "d3": 1, "d4": None})}
-    llm = RJ.judged_view(task, graded, RelevanceOptions())
+    ranked = Rankings({})
+    llm = RJ.output(RelevanceOptions(), graded, [ranked], task)  # the ranking passed on, scored against its own qrels
     assert llm.qrels == {"q": {"d1": 0, "d2": 3, "d3": 0}}  # below relevant_at (2) -> 0; unparseable -> no label
-    assert llm.fingerprint != task.fingerprint and task.qrels == {"q": {"d1": 1, "d9": 1}}
-    fill = RJ.judged_view(task, graded, RelevanceOptions(qrels="fill"))
+    assert llm.qrels_source == "llm" and task.qrels == {"q": {"d1": 1, "d9": 1}}
+    fill = RJ.output(RelevanceOptions(qrels="fill"), graded, [ranked], task)
     assert fill.qrels == {"q": {"d1": 1, "d9": 1, "d2": 3, "d3": 0}}
-    assert relevance_summary(graded, 2) == {"pairs": 4, "graded": 3, "unparsed": 1, "relevant": 1, "grades": {"0": 1, "1": 1, "2": 0, "3": 1}}
+    assert llm.summary(task) == {"qrels": "llm", "pairs": 4, "graded": 3, "unparsed": 1, "relevant": 1,
+                                 "grades": {"0": 1, "1": 1, "2": 0, "3": 1}}
 
 
 def test_assessed_ranking_is_scored_against_the_judges_grades(tmp_path) -> None:
@@ -37,8 +40,8 @@ def test_assessed_ranking_is_scored_against_the_judges_grades(tmp_path) -> None:
     p.write_text("name: rj\nstages:\n  - {id: bm25, type: bm25, engine: bm25s, top_k: 10}\n"
                  "  - {id: assessed, type: relevance_judge, depth: 2, prefix: '##final score: ', max_new_tokens: 2,"
                  " llm: {backend: transformers, model: SmolLM2-135M-Instruct}}\nmetrics: [P@2, T_0.5@2]\n")
-    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "2", "--out", str(tmp_path / "run")],
-                                env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "2",
+                                       "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "relevance.jsonl").read_text().splitlines()]

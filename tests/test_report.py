@@ -24,7 +24,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     env = {"RAGBENCH_CACHE": str(tmp / "cache"), "RAGBENCH_DATA": str(SHARED_DATA)}
     out = []
     for name, extra in (("base", []), ("k1", ["--set", "bm25.k1=0.05"])):
-        r = CliRunner().invoke(main, ["run", "pipelines/bm25.yaml", "--task", "scifact", *extra, "--out", str(tmp / name)], env=env)
+        r = CliRunner().invoke(main, ["run", "pipelines/bm25.yaml", "--task", "scifact", *extra,
+                                      "--out", str(tmp / name)], env=env)
         assert r.exit_code == 0, r.output
         out.append(tmp / name)
     return out[0], out[1]
@@ -67,10 +68,12 @@ def test_thresholds_file_rules_and_errors(runs: tuple[Path, Path], tmp_path: Pat
     base, k1 = runs
     lenient = tmp_path / "t.yaml"
     lenient.write_text("metrics:\n  nDCG@10: {max_drop: 0.05}\n  R@100: {min: 0.9}\n")
-    assert CliRunner().invoke(main, ["check", str(k1), "--baseline", str(base), "--thresholds", str(lenient)]).exit_code == 0
+    r = CliRunner().invoke(main, ["check", str(k1), "--baseline", str(base), "--thresholds", str(lenient)])
+    assert r.exit_code == 0
     strict = tmp_path / "s.yaml"
     strict.write_text("metrics:\n  R@100: {min: 0.95}\n")  # an absolute floor fails without any test
-    r = CliRunner().invoke(main, ["check", str(k1), "--baseline", str(base / "metrics.json"), "--thresholds", str(strict)])
+    r = CliRunner().invoke(main, ["check", str(k1), "--baseline", str(base / "metrics.json"),
+                                  "--thresholds", str(strict)])
     assert r.exit_code == 1 and "< min 0.9500" in r.output
     bad = tmp_path / "b.yaml"
     bad.write_text("metrics:\n  nDCG@10: {max_drop: -1}\n")
@@ -83,7 +86,8 @@ def test_check_refuses_a_baseline_scored_on_other_queries(runs: tuple[Path, Path
 
     base, _ = runs
     env = {"RAGBENCH_CACHE": str(base.parent / "cache"), "RAGBENCH_DATA": str(SHARED_DATA)}
-    r = CliRunner().invoke(main, ["run", "pipelines/bm25.yaml", "--task", "scifact", "--limit", "20", "--out", str(tmp_path / "few")], env=env)
+    r = CliRunner().invoke(main, ["run", "pipelines/bm25.yaml", "--task", "scifact", "--limit", "20",
+                                  "--out", str(tmp_path / "few")], env=env)
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["check", str(tmp_path / "few"), "--baseline", str(base)])
     n = json.loads((base / "metrics.json").read_text())["n_queries"]

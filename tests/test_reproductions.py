@@ -49,8 +49,9 @@ def test_scifact_dense_and_hybrid(shared_data: Path, tmp_path: Path) -> None:
 
     def ndcg(pipeline: str) -> float:
         out = tmp_path / pipeline
-        subprocess.run([sys.executable, "-m", "ragbench.cli", "run", str(REPO / f"pipelines/{pipeline}.yaml"), "--task",
-                        "scifact", "--data", str(shared_data / "scifact"), "--out", str(out), "--cache-dir", str(cache)],
+        subprocess.run([sys.executable, "-m", "ragbench.cli", "run", str(REPO / f"pipelines/{pipeline}.yaml"),
+                        "--task", "scifact", "--data", str(shared_data / "scifact"), "--out", str(out),
+                        "--cache-dir", str(cache)],
                        check=True, capture_output=True)
         return json.loads((out / "metrics.json").read_text())["metrics"]["nDCG@10"]
 

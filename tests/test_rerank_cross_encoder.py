@@ -55,14 +55,14 @@ def test_cross_encoder_orders_by_its_own_scores(tmp_path: Path, local_cross_enco
     bm25, ce = result.stages
     reference = CrossEncoder(str(local_cross_encoder), device="cpu")
     for q in task.queries:
-        first, reranked = bm25.ranking(q.id), ce.ranking(q.id)
+        first, reranked = bm25.output.get(q.id), ce.output.get(q.id)
         assert sorted(reranked.docids) == sorted(first.docids[:10])  # a permutation of the top 10
         assert reranked.scores == sorted(reranked.scores, reverse=True)
         doc = task.corpus[reranked.docids[0]]
         passage = " ".join(f"{doc.title}: {doc.text}".split()[:50])
         assert reranked.scores[0] == pytest.approx(float(reference.predict([(q.text, passage)])[0]), abs=1e-5)
     # the random head really reorders: not every query keeps BM25's order
-    assert any(ce.ranking(q.id).docids != bm25.ranking(q.id).docids[:10] for q in task.queries)
+    assert any(ce.output.get(q.id).docids != bm25.output.get(q.id).docids[:10] for q in task.queries)
 
 
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 from ragbench.cache import Cache
 from ragbench.config import parse_pipeline, validate_file
 from ragbench.errors import RagbenchError
+from ragbench.llm.attention import attention_mass
 from ragbench.progress import Reporter
 from ragbench.rerankers.icr import (
     CALIBRATION_QUERY,
     ICR,
     INSTRUCTIONS,
     ICROptions,
-    attention_mass,
     build_prompt,
     document_scores,
     windows,
@@ -43,7 +43,8 @@ QUERY = "What is the capital of France?"
 @pytest.fixture(scope="module")
 def llm():
     from ragbench.llm import loading
-    from ragbench.llm.config import TransformersLLMConfig, make_llm
+    from ragbench.llm.config import TransformersLLMConfig
+    from ragbench.llm.factory import make_llm
     from ragbench.models import resolve
 
     if resolve(loading.DEFAULT_MODEL).gguf_file is None:
@@ -89,7 +90,8 @@ def test_spans_are_the_passages_and_the_query_span_starts_at_the_late_instructio
 def test_spans_survive_a_template_that_trims_the_message(llm) -> None:
     """Llama-3's template trims the user message; the spans must follow the shifted text."""
     tok = llm.tokenizer
-    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
+                "<|im_start|>assistant\n")
     trimming = SimpleNamespace(tokenizer=tok, model_name="trim", render=lambda chat: tok.apply_chat_template(
         chat, chat_template=template, tokenize=False, add_generation_prompt=True))
     p = build_prompt(trimming, QUERY, DOCS, INSTRUCTIONS["qa"])  # type: ignore[arg-type]
@@ -149,7 +151,8 @@ def test_outlier_filter_and_sum_worked_by_hand() -> None:
 
 
 def test_windows_run_bottom_up() -> None:
-    assert windows(100, 20, 10) == [(80, 100), (70, 90), (60, 80), (50, 70), (40, 60), (30, 50), (20, 40), (10, 30), (0, 20)]
+    assert windows(100, 20, 10) == [(80, 100), (70, 90), (60, 80), (50, 70), (40, 60), (30, 50), (20, 40), (10, 30),
+                                    (0, 20)]
     assert windows(25, 20, 10) == [(5, 25), (0, 15)]
     assert windows(20, 20, 10) == [(0, 20)]
 
@@ -162,7 +165,8 @@ def test_backends_without_attention_are_a_config_error(llm_block: dict, tmp_path
     with pytest.raises(ValidationError, match="icr reads attention weights, which only backend 'transformers' exposes"):
         ICROptions.model_validate({"llm": llm_block})
     p = tmp_path / "p.yaml"
-    p.write_text(f"name: x\nstages:\n  - {{type: bm25, top_k: 100}}\n  - type: icr\n    llm: {llm_block}\n".replace("'", ""))
+    p.write_text(f"name: x\nstages:\n  - {{type: bm25, top_k: 100}}\n  - type: icr\n    llm: {llm_block}\n"
+                 .replace("'", ""))
     problems = [str(x) for x in validate_file(p)]
     assert problems == [f"{p}:5: stages[1].llm: Value error, icr reads attention weights, which only backend "
                         f"'transformers' exposes (got backend '{llm_block['backend']}')"]
@@ -179,7 +183,7 @@ def test_icr_reranks_bm25_top_10_on_popqa(llm, tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("name: b\nstages:\n  - {type: bm25, engine: bm25s, top_k: 10}\n")
     pipeline, problems = parse_pipeline(load_yaml(tmp_path / "p.yaml"))
     assert pipeline is not None and not problems
-    bm25 = run_pipeline(pipeline, task, Cache(tmp_path / "cache"), Reporter(quiet=True)).final.rankings
+    bm25 = run_pipeline(pipeline, task, Cache(tmp_path / "cache"), Reporter(quiet=True)).final.output.records
 
     def gold_rank(r: Ranking, qid: str) -> int:
         return min((i + 1 for i, d in enumerate(r.docids) if task.qrels[qid].get(d, 0) > 0), default=99)
@@ -196,7 +200,8 @@ def test_icr_reranks_bm25_top_10_on_popqa(llm, tmp_path: Path) -> None:
         assert after.scores == sorted(after.scores, reverse=True)
         print(f"\n{q.text!r}: gold at BM25 rank {gold_rank(before, q.id)} -> ICR rank {gold_rank(after, q.id)}")
 
-    windowed = ICR(ICROptions(top_k=10, window=4, stride=2), StageEnv(Cache(tmp_path / "cache"), Reporter(quiet=True), "icr-w"))
+    windowed = ICR(ICROptions(top_k=10, window=4, stride=2),
+                   StageEnv(Cache(tmp_path / "cache"), Reporter(quiet=True), "icr-w"))
     windowed._llm = llm
     windowed.prepare(task)
     top6 = bm25[picked[0].id].top(6)  # windows [2, 6) then [0, 4)

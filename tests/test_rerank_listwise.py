@@ -96,7 +96,8 @@ def test_prompt_is_rank_zephyrs_and_hides_ids_inside_passages() -> None:
     assert chat[0]["content"].startswith("You are RankLLM")
     user = chat[1]["content"]
     assert user.startswith("I will provide you with 2 passages, each indicated by a numerical identifier []. "
-                           "Rank the passages based on their relevance to the search query: who is (1)?.\n[1] see (2) and [b]\n")
+                           "Rank the passages based on their relevance to the search query: who is (1)?.\n"
+                           "[1] see (2) and [b]\n")
     assert "[1] see (2) and [b]\n[2] plain\nSearch Query: who is (1)?.\nRank the 2 passages above" in user
     assert "e.g., [2] > [1], Answer concisely" in user
     letters = build_chat("who?", ["x", "y"], "letters")[1]["content"]
@@ -104,11 +105,15 @@ def test_prompt_is_rank_zephyrs_and_hides_ids_inside_passages() -> None:
 
 
 @pytest.mark.parametrize(("stage", "options", "message"), [
-    ("first", "window: 30", "stages[1].window: Value error, FIRST labels passages A-Z, so a window holds at most 26 passages (got 30)"),
-    ("listwise", "identifiers: letters, window: 27", "stages[1]: Value error, identifiers 'letters' (A-Z) label at most 26 passages, but window is 27"),
+    ("first", "window: 30",
+     "stages[1].window: Value error, FIRST labels passages A-Z, so a window holds at most 26 passages (got 30)"),
+    ("listwise", "identifiers: letters, window: 27",
+     "stages[1]: Value error, identifiers 'letters' (A-Z) label at most 26 passages, but window is 27"),
     ("listwise", "window: 5, stride: 6", "stages[1]: Value error, stride 6 is larger than window 5"),
-    ("first", "llm: {backend: llama}", "stages[1].llm.backend: unknown backend 'llama' (expected one of: 'transformers', 'vllm', 'openai_server')"),
-    ("first", "llm: {backend: transformers, base_url: http://x/v1}", "stages[1].llm.base_url: unknown field for backend 'transformers'"),
+    ("first", "llm: {backend: llama}",
+     "stages[1].llm.backend: unknown backend 'llama' (expected one of: 'transformers', 'vllm', 'openai_server')"),
+    ("first", "llm: {backend: transformers, base_url: http://x/v1}",
+     "stages[1].llm.base_url: unknown field for backend 'transformers'"),
     ("listwise", "llm: {backend: openai_server}", "stages[1].llm.base_url: required field is missing"),
 ])
 def test_misconfigurations_are_located(tmp_path: Path, stage: str, options: str, message: str) -> None:
@@ -190,7 +195,8 @@ def test_a_relevant_document_at_the_bottom_bubbles_to_the_top(cls: type) -> None
     llm = ScriptedLLM()
     stage = _scripted_stage(cls, opts, rels, llm)
     out = stage.process([Query("q", "x")], [{"q": _candidates("q", 10)}])["q"]
-    assert llm.seen == [["d6", "d7", "d8", "d9"], ["d4", "d5", "d9", "d6"], ["d2", "d3", "d9", "d4"], ["d0", "d1", "d9", "d2"]]
+    assert llm.seen == [["d6", "d7", "d8", "d9"], ["d4", "d5", "d9", "d6"], ["d2", "d3", "d9", "d4"],
+                        ["d0", "d1", "d9", "d2"]]
     assert out.docids == ["d9", *[f"d{i}" for i in range(9)]]
     assert out.scores == sorted(out.scores, reverse=True)
 
@@ -200,7 +206,8 @@ def test_one_llm_call_per_wave_across_the_queries_of_a_batch() -> None:
     llm = ScriptedLLM()
     stage = _scripted_stage(Listwise, ListwiseOptions(top_k=10, window=4, stride=2, passes=2), rels, llm)
     queries = [Query("long", "x"), Query("short", "y"), Query("single", "z")]
-    out = stage.process(queries, [{"long": _candidates("long", 10), "short": _candidates("short", 5), "single": _candidates("single", 1)}])
+    out = stage.process(queries, [{"long": _candidates("long", 10), "short": _candidates("short", 5),
+                                   "single": _candidates("single", 1)}])
     # two passes: long has 8 windows, short 4 (its queries are independent of long's), single none
     assert llm.waves == [2, 2, 2, 2, 1, 1, 1, 1]
     assert stage.windows_done == 12
@@ -222,7 +229,8 @@ def test_overflowing_windows_shrink_passages_until_they_fit() -> None:
     llm = ScriptedLLM(context=200)  # the double counts words as tokens
     stage = _scripted_stage(Listwise, ListwiseOptions(top_k=4, window=4, max_new_tokens=20), rels, llm)
     chat = stage.window_chat(Query("q", "x"), list(rels), 20)
-    assert llm.prompt_tokens(chat) <= 180 < llm.prompt_tokens(build_chat("x", [stage.passage(d) for d in rels], "numeric"))
+    full = build_chat("x", [stage.passage(d) for d in rels], "numeric")
+    assert llm.prompt_tokens(chat) <= 180 < llm.prompt_tokens(full)
     assert all(f"d{i} rel={i}" in chat[1]["content"] for i in range(4))  # the passages' first words survive
     llm.context = 100  # less than the instructions alone
     with pytest.raises(RagbenchError, match="does not fit the context length 100 even at one word per passage"):
@@ -267,11 +275,12 @@ def popqa(cache_root: Path) -> tuple[TaskData, dict[str, Ranking]]:
     p.write_text("name: bm25\nstages:\n  - {type: bm25, engine: bm25s, top_k: 10}\n")
     pipeline, problems = parse_pipeline(load_yaml(p))
     assert pipeline is not None, problems
-    return task, run_pipeline(pipeline, task, Cache(cache_root), Reporter(quiet=True)).final.rankings
+    return task, run_pipeline(pipeline, task, Cache(cache_root), Reporter(quiet=True)).final.output.records
 
 
 def _real_stage(cls: type, cache_root: Path, task: TaskData, **options: Any) -> Any:
-    opts = (ListwiseOptions if cls is Listwise else FirstOptions)(**{"top_k": 10, "window": 10, "max_words": 20, **options})
+    options_type = ListwiseOptions if cls is Listwise else FirstOptions
+    opts = options_type(**{"top_k": 10, "window": 10, "max_words": 20, **options})
     stage = cls(opts, StageEnv(Cache(cache_root), Reporter(quiet=True), cls.__name__.lower()))
     stage.prepare(task)
     return stage
@@ -341,7 +350,8 @@ def _run_cli(cache_root: Path, pipeline: Path, out: Path, limit: int) -> dict[st
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     written = json.loads((out / "metrics.json").read_text())
-    assert written["n_queries"] == limit and set(written["metrics"]) == set(yaml.safe_load(pipeline.read_text())["metrics"])
+    assert written["n_queries"] == limit
+    assert set(written["metrics"]) == set(yaml.safe_load(pipeline.read_text())["metrics"])
     return written
 
 

@@ -54,7 +54,8 @@ def _listwise(llm: dict, cache: Cache) -> Listwise:
 
 @pytest.mark.vllm
 @pytest.mark.timeout(900)
-def test_listwise_same_permutation_through_transformers_and_vllm(vllm_server, smollm2_dir: Path, tmp_path: Path) -> None:
+def test_listwise_same_permutation_through_transformers_and_vllm(vllm_server, smollm2_dir: Path,
+                                                                  tmp_path: Path) -> None:
     from ragbench.llm.base import Sampling
 
     task = _task(10)
@@ -77,7 +78,8 @@ def test_listwise_same_permutation_through_transformers_and_vllm(vllm_server, sm
     moved = sum(outputs["transformers"][q.id].docids != candidates[q.id].docids for q in task.queries)
     print(f"\nREPORT listwise transformers vs vLLM server: same permutation on {same}/{len(task.queries)} queries, "
           f"same reply text on {same_text}/{len(task.queries)} ({task.name}, BM25 top-10, window 10, 40 words; "
-          f"the model reordered {moved}; {len(set(replies['transformers']))} distinct replies, e.g. {replies['transformers'][0][:80]!r})")
+          f"the model reordered {moved}; {len(set(replies['transformers']))} distinct replies, "
+          f"e.g. {replies['transformers'][0][:80]!r})")
     assert same >= 9 and same_text >= 9
 
 
@@ -100,17 +102,20 @@ def _requests_in(cache_root: Path) -> int:
 
 
 # slow (make test-all): ~2 minutes; `make test` keeps the same resume path at the LLM layer
-# (test_llm_backends.py::test_server_killed_mid_run_resumes_from_cache) and per-batch stage resume (test_pipeline_cache.py)
+# (test_llm_backends.py::test_server_killed_mid_run_resumes_from_cache) and per-batch stage resume
+# (test_pipeline_cache.py)
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.timeout(900)
-def test_killed_server_mid_run_then_rerun_asks_only_the_rest(vllm_server_factory, smollm2_dir: Path, tmp_path: Path) -> None:
+def test_killed_server_mid_run_then_rerun_asks_only_the_rest(vllm_server_factory, smollm2_dir: Path,
+                                                             tmp_path: Path) -> None:
     server = vllm_server_factory().start()
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(PIPELINE.format(served=SERVED_NAME, url=server.base_url, tokenizer=smollm2_dir))
     cache_root = tmp_path / "cache"
     env = {**os.environ, "RAGBENCH_CACHE": str(cache_root), "HF_HUB_OFFLINE": "1"}
-    cmd = [str(RAGBENCH), "run", str(pipeline), "--task", "popqa-sample", "--limit", "8", "--out", str(tmp_path / "runs")]
+    cmd = [str(RAGBENCH), "run", str(pipeline), "--task", "popqa-sample", "--limit", "8",
+           "--out", str(tmp_path / "runs")]
     total = 8 * 3  # 8 queries x 3 windows (top 10, window 5, stride 3, rank_llm's loop: [5,10) [2,7) [0,4))
 
     def kill_after_five() -> None:
@@ -126,7 +131,8 @@ def test_killed_server_mid_run_then_rerun_asks_only_the_rest(vllm_server_factory
     assert first.returncode == 2, first.stdout + first.stderr
     errors = [line for line in first.stderr.splitlines() if line.strip()]
     assert "Traceback" not in first.stderr
-    assert any(re.search(rf"cannot reach LLM server {re.escape(server.base_url)}", line) for line in errors), first.stderr
+    unreachable = rf"cannot reach LLM server {re.escape(server.base_url)}"
+    assert any(re.search(unreachable, line) for line in errors), first.stderr
     cached = _requests_in(cache_root)
     assert 5 <= cached < total
 

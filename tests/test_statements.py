@@ -1,5 +1,6 @@
-"""Statement-level judging (docs/methods.md, Statement-level faithfulness and correctness (Ispas et al.)): the parser P counts labels with the paper's regexes,
-and scores are the stated ratios. Hand-written replies, so every expected value is worked by hand."""
+"""Statement-level judging (docs/methods.md, Statement-level faithfulness and correctness (Ispas et al.)): the
+parser P counts labels with the paper's regexes, and scores are the stated ratios. Hand-written replies, so every
+expected value is worked by hand."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def test_statements_are_bullet_lines_in_order_without_repeats() -> None:
 
 def test_r1_needs_the_label_right_after_the_colon_r2_allows_text_between() -> None:
     assert count_labels(REPLY, "faithfulness", "r1") == {"PASSED": 1, "FAILED": 1}
-    assert count_labels(REPLY, "faithfulness", "r2") == {"PASSED": 1, "FAILED": 2}  # line 3 counts; lower case never does
+    # line 3 counts; lower case never does
+    assert count_labels(REPLY, "faithfulness", "r2") == {"PASSED": 1, "FAILED": 2}
     assert verdict_regex("TP", "r1").search("VERDICT: TPX") is None  # word boundary
     assert count_labels("I think it is supported.", "faithfulness", "r2") is None  # no verdict: unparseable, not 0
 
@@ -44,7 +46,8 @@ def test_scores_are_the_papers_ratios() -> None:
 
 
 def test_correctness_counts_tp_fp_fn() -> None:
-    reply = "A1. supported. VERDICT: TP\nA2. not in the truth. VERDICT: FP\nG2. Alan is a computer scientist. VERDICT: FN"
+    reply = ("A1. supported. VERDICT: TP\nA2. not in the truth. VERDICT: FP\n"
+             "G2. Alan is a computer scientist. VERDICT: FN")
     assert count_labels(reply, "correctness", "r1") == {"TP": 1, "FP": 1, "FN": 1}
 
 
@@ -53,7 +56,8 @@ def test_json_parser_reads_one_label_per_statement() -> None:
     assert schema["properties"]["answer"]["minItems"] == 2 and schema["properties"]["gold"]["maxItems"] == 3
     reply = json.dumps({"answer": ["TP", "FP"], "gold": ["COVERED", "FN", "FN"]})
     assert count_labels(reply, "correctness", "json") == {"TP": 1, "FP": 1, "FN": 2}
-    assert count_labels('{"verdicts": ["PASSED", "PASSED", "FAILED"]}', "faithfulness", "json") == {"PASSED": 2, "FAILED": 1}
+    verdicts = '{"verdicts": ["PASSED", "PASSED", "FAILED"]}'
+    assert count_labels(verdicts, "faithfulness", "json") == {"PASSED": 2, "FAILED": 1}
     assert count_labels("not json", "faithfulness", "json") is None
 
 
@@ -64,7 +68,8 @@ def test_json_parser_needs_a_vllm_backend() -> None:
 
     with pytest.raises(ValidationError, match="needs a vLLM backend"):
         JudgeOptions(method="faithfulness", parser="json")
-    assert JudgeOptions(method="faithfulness", parser="json", llm={"backend": "openai_server", "model": "m", "base_url": "http://x/v1"}).parser == "json"
+    server = {"backend": "openai_server", "model": "m", "base_url": "http://x/v1"}
+    assert JudgeOptions(method="faithfulness", parser="json", llm=server).parser == "json"
 
 
 STATEMENT_JUDGES = """\
@@ -85,11 +90,12 @@ def test_statement_judges_end_to_end_through_a_server(vllm_server, tmp_path) -> 
 
     from ragbench.cli import main
 
-    llm = (f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, tokenizer: SmolLM2-135M-Instruct, "
-           "request_seed: false}")
+    llm = (f"{{backend: openai_server, model: smollm2, base_url: {vllm_server.base_url}, "
+           "tokenizer: SmolLM2-135M-Instruct, request_seed: false}")
     p = tmp_path / "s.yaml"
     p.write_text(STATEMENT_JUDGES % {"llm": llm})
-    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3", "--out", str(tmp_path / "run")],
+    result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3",
+                                       "--out", str(tmp_path / "run")],
                                 env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"

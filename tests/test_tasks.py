@@ -327,14 +327,16 @@ def test_data_dir_not_a_folder(tmp_path: Path) -> None:
     assert problem.file == str(tmp_path / "nope") and "--data" in problem.message
 
 
-# ----------------------------------------------------------------------------- 2. LitSearch without a corpus; FRAMES with its gold articles
+# --------------------------------------------------------- 2. LitSearch without a corpus; FRAMES with its gold articles
 @needs_shared
-@pytest.mark.parametrize(("split", "specificity", "count"), [("full", None, 450), ("specific", 1, 338), ("broad", 0, 112)])
+@pytest.mark.parametrize(("split", "specificity", "count"),
+                         [("full", None, 450), ("specific", 1, 338), ("broad", 0, 112)])
 def test_litsearch_local_splits(split: str, specificity: int | None, count: int) -> None:
     rows = read_jsonl(SHARED / "litsearch/queries.jsonl")
     file_qrels = read_qrels(SHARED / "litsearch/qrels.tsv")
     card, _ = load_task_card("litsearch")
-    task = load_task(card, None if split == "full" else split, data_dir=SHARED / "litsearch", need_corpus=False, reporter=Recorder())
+    task = load_task(card, None if split == "full" else split, data_dir=SHARED / "litsearch", need_corpus=False,
+                     reporter=Recorder())
     want = [r for r in rows if specificity is None or r["specificity"] == specificity]
     assert task.split == split and task.corpus is None
     assert len(task.queries) == len(want) == count
@@ -485,7 +487,8 @@ def test_qrels_wrong_column_count(tmp_path: Path) -> None:
 
 
 def test_duplicate_doc_id(tmp_path: Path) -> None:
-    corpus = [{"id": "d1", "text": "a"}, {"_id": "d2", "text": "b"}, {"id": "d3", "text": "c"}, {"id": "d2", "text": "again"}]
+    corpus = [{"id": "d1", "text": "a"}, {"_id": "d2", "text": "b"}, {"id": "d3", "text": "c"},
+              {"id": "d2", "text": "again"}]
     folder = make_folder(tmp_path / "t", corpus=corpus)
     with pytest.raises(RagbenchError) as err:
         load_task(TINY, data_dir=folder)
@@ -669,7 +672,8 @@ def test_hf_unmapped_column_names_the_field(tmp_path: Path) -> None:
     root = tmp_path / "hub"
     root.mkdir()
     queries = write_table([{"_id": "1", "question": "what?"}], root / "q", "parquet")
-    card = TaskCard.model_validate({"name": "badmap", "hf": {"queries": {"path": str(queries), "fields": {"id": "_id"}}}})
+    card = TaskCard.model_validate(
+        {"name": "badmap", "hf": {"queries": {"path": str(queries), "fields": {"id": "_id"}}}})
     with pytest.raises(RagbenchError) as err:
         load_task(card, need_corpus=False)
     problem = only_problem(err)
@@ -680,8 +684,10 @@ def test_hf_unmapped_column_names_the_field(tmp_path: Path) -> None:
 def test_hf_empty_query_text(tmp_path: Path) -> None:
     root = tmp_path / "hub"
     root.mkdir()
-    queries = write_table([{"_id": "1", "text": "ok", "rel": "d"}, {"_id": "2", "text": " ", "rel": "d"}], root / "q", "parquet")
-    card = TaskCard.model_validate({"name": "blank", "hf": {"queries": {"path": str(queries), "fields": {"id": "_id", "relevant": "rel"}}}})
+    rows = [{"_id": "1", "text": "ok", "rel": "d"}, {"_id": "2", "text": " ", "rel": "d"}]
+    queries = write_table(rows, root / "q", "parquet")
+    fields = {"id": "_id", "relevant": "rel"}
+    card = TaskCard.model_validate({"name": "blank", "hf": {"queries": {"path": str(queries), "fields": fields}}})
     with pytest.raises(RagbenchError) as err:
         load_task(card, need_corpus=False)
     problem = only_problem(err)
@@ -690,10 +696,14 @@ def test_hf_empty_query_text(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- 5. LitSearch Hub schema
 LIT_QUERIES = [
-    {"query_set": "inline_acl", "query": "Which paper introduced method X?", "specificity": 1, "quality": 2, "corpusids": [2001]},
-    {"query_set": "manual_acl", "query": "Papers about broad topic Y", "specificity": 0, "quality": 1, "corpusids": [2002, 2003]},
-    {"query_set": "manual_iclr", "query": "The paper that proposed Z", "specificity": 1, "quality": 2, "corpusids": [2004]},
-    {"query_set": "inline_nonacl", "query": "Work on W", "specificity": 0, "quality": 1, "corpusids": [9999]},  # not in corpus
+    {"query_set": "inline_acl", "query": "Which paper introduced method X?", "specificity": 1, "quality": 2,
+     "corpusids": [2001]},
+    {"query_set": "manual_acl", "query": "Papers about broad topic Y", "specificity": 0, "quality": 1,
+     "corpusids": [2002, 2003]},
+    {"query_set": "manual_iclr", "query": "The paper that proposed Z", "specificity": 1, "quality": 2,
+     "corpusids": [2004]},
+    # not in corpus
+    {"query_set": "inline_nonacl", "query": "Work on W", "specificity": 0, "quality": 1, "corpusids": [9999]},
 ]
 LIT_CORPUS = [
     {"corpusid": 2000 + i, "title": f"Paper {i}", "abstract": f"Abstract of paper {i}.",
@@ -771,7 +781,8 @@ FRAMES_ROWS = [
 ]
 FRAMES_WANT = {
     "0": {"enwiki:James_Buchanan": 1, "enwiki:Harriet_Lane": 1},
-    "1": {"enwiki:Café_de_Flore": 1, "enwiki:United_States_Capitol": 1, "enwiki:Punxsutawney_Phil": 1, "enwiki:IPhone": 1},
+    "1": {"enwiki:Café_de_Flore": 1, "enwiki:United_States_Capitol": 1, "enwiki:Punxsutawney_Phil": 1,
+          "enwiki:IPhone": 1},
     "2": {"enwiki:Association_football": 1},
 }
 
@@ -876,6 +887,7 @@ def test_hub_frames_glued_links_become_several_qrels(tmp_path: Path) -> None:
                         "Multiple constraints")]
     root = tmp_path / "hub"
     root.mkdir()
-    card = card_with_paths(tmp_path, "frames", {"queries": str(write_table(rows, root / "test", "parquet", split="test"))})
+    queries = write_table(rows, root / "test", "parquet", split="test")
+    card = card_with_paths(tmp_path, "frames", {"queries": str(queries)})
     task = load_task(card, need_corpus=False, reporter=Recorder())
     assert task.qrels == {"0": {"enwiki:Tim_Salmon": 1, "enwiki:Troy_Glaus": 1}}

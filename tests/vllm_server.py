@@ -92,7 +92,8 @@ class VLLMServer:
                                          env=self.env, start_new_session=True)
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {self.proc.returncode} while starting; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(f"vLLM server exited with {self.proc.returncode} while starting; "
+                                   f"log {self.log_path}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
                     self.start_seconds.append(time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""LongRAG long retrieval units (docs/methods.md, "LongRAG long retrieval units"): many short documents become few units of <= K tokens.
+"""LongRAG long retrieval units (docs/methods.md, "LongRAG long retrieval units"): many short documents become few
+units of <= K tokens.
 
 Two ways to form units:
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,10 +55,10 @@ from pydantic import Field
 
 from ragbench.cache import Cache, make_key
 from ragbench.errors import RagbenchError
-from ragbench.llm.loading import DEFAULT_MODEL, converted_model_dir
-from ragbench.models import resolve
+from ragbench.llm.loading import DEFAULT_MODEL, load_tokenizer
+from ragbench.outputs import DerivedCorpus
 from ragbench.progress import Reporter
-from ragbench.stage import CorpusStage, DerivedCorpus, StageOptions
+from ragbench.stage import CorpusStage, StageOptions
 from ragbench.types import Corpus, Document, Qrels, TaskData
 
 #: Bump when the same options would now produce different units: it invalidates cached units.
@@ -78,10 +78,13 @@ class LongUnitsOptions(StageOptions):
     close to, not exactly, LongRAG's K. Any Hugging Face tokenizer name or local folder is allowed.
     """
 
-    max_tokens: int = Field(4000, ge=1, description="K: the most tokens a unit may hold (single documents may exceed it)")
-    tokenizer: str = Field(DEFAULT_MODEL, description="tokenizer that counts sizes: bundled name, local folder or Hub id")
+    max_tokens: int = Field(
+        4000, ge=1, description="K: the most tokens a unit may hold (single documents may exceed it)")
+    tokenizer: str = Field(
+        DEFAULT_MODEL, description="tokenizer that counts sizes: bundled name, local folder or Hub id")
     group_by: Literal["auto", "links", "title", "mentions"] = Field(
-        "auto", description="auto = links when any document has links, else title | mentions: link documents whose text mentions another's title")
+        "auto", description="auto = links when any document has links, else title | "
+                            "mentions: link documents whose text mentions another's title")
     links_field: str = Field("links", description="extra field listing linked documents (ids or titles)")
     separator: str = Field(" ", description="joins the members' texts")
 
@@ -100,7 +103,8 @@ class UnitStats:
     def summary(self) -> str:
         t = self.tokens
         return (f"long units ({self.group_by}, K={self.max_tokens}): {self.documents:,} docs -> {self.units:,} units "
-                f"({self.singletons:,} singletons, {self.oversize:,} oversize); tokens min {t['min']:.0f} p10 {t['p10']:.0f} "
+                f"({self.singletons:,} singletons, {self.oversize:,} oversize); "
+                f"tokens min {t['min']:.0f} p10 {t['p10']:.0f} "
                 f"median {t['median']:.0f} mean {t['mean']:.1f} p90 {t['p90']:.0f} max {t['max']:.0f}")
 
 
@@ -230,30 +234,6 @@ def map_qrels(qrels: Qrels, units: Corpus) -> Qrels:
 
 
 # -- tokenizer -------------------------------------------------------------------------------------
-_TOKENIZERS: dict[str, tuple[Any, str]] = {}
-
-
-def load_tokenizer(name: str, cache_root: str | Path | None = None) -> tuple[Any, str]:
-    """(tokenizer, sha256 of its definition), once per process; the bundled GGUF via its converted folder."""
-    resolved = resolve(name)
-    folder = str(converted_model_dir(name, cache_root)) if resolved.gguf_file else resolved.path
-    if folder not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError) as e:
-            raise RagbenchError.at("tokenizer", f"cannot load tokenizer '{name}' from {folder}: {e}") from None
-        if getattr(tok, "is_fast", False):
-            tok.backend_tokenizer.no_truncation()
-            tok.backend_tokenizer.no_padding()
-            definition = tok.backend_tokenizer.to_str()
-        else:
-            definition = json.dumps(sorted(tok.get_vocab().items()))
-        _TOKENIZERS[folder] = (tok, hashlib.sha256(definition.encode()).hexdigest())
-    return _TOKENIZERS[folder]
-
-
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     """Token counts without special tokens, one batched call (the Rust tokenizer when there is one)."""
     if getattr(tokenizer, "is_fast", False):
@@ -279,7 +259,8 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
         with (reporter or Reporter(quiet=True)).task("long units: counting tokens", len(docs), "docs") as advance:
             for b in range(0, len(docs), _BATCH):
                 batch = docs[b:b + _BATCH]
-                sizes.update(zip((d.id for d in batch), count_tokens(tokenizer, [d.contents() for d in batch]), strict=True))
+                sizes.update(zip((d.id for d in batch), count_tokens(tokenizer, [d.contents() for d in batch]),
+                                 strict=True))
                 advance(len(batch))
         mode = options.group_by
         if mode == "auto":

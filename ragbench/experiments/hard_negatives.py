@@ -1,7 +1,9 @@
 """`type: hard_negatives`: how answer quality falls as a reader reads more, and harder, passages.
 
 Two probes per query (docs/methods.md, "Hard negatives and the inverted U"; Jin et al., ICLR 2025),
-both answered by this stage's reader (all `type: reader` options apply: llm, prompt, fields, max_new_tokens...):
+both answered in one step with the reader's prompt (readers/prompt.py; of the reader's options it takes
+those that shape a prompt and its answer: llm, fields, context_tokens, max_new_tokens, prompt, popqa,
+answer_rule):
 
 - **Hard negatives.** For a query with a gold passage g (a qrels-relevant document that
   contains a gold answer, DPR `has_answer`), the context is g plus m negatives, m over `m`
@@ -29,22 +31,34 @@ from pydantic import Field, field_validator
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Sampling
+from ragbench.llm.stage import UsesLLM
 from ragbench.metrics.answers import gold_answers, has_answer, parse_answer_metric
-from ragbench.readers.answer_rules import extract_answer
-from ragbench.readers.reader import Reader, ReaderOptions
-from ragbench.types import Probe, Query, Ranking, TaskData
+from ragbench.outputs import Output, Probes, Rankings
+from ragbench.passages import render
+from ragbench.readers.answer_rules import AnswerRule, extract_answer
+from ragbench.readers.prompt import PROMPT_VERSION, RAG_PROMPT, PromptOptions, ReaderPrompt, draws_demos
+from ragbench.stage import Contract, Stage, StageOptions
+from ragbench.types import Corpus, Probe, Query, Ranking, TaskData
 
 RANDOM = "random"
 
 
-class HardNegativeOptions(ReaderOptions):
+class HardNegativeOptions(PromptOptions):
+    """The reader's prompt options (no top_k, order, closed_book, adaptive or steps: contexts are built here,
+    every one is read, and the reply is the answer) and the experiment's grid."""
+
     m: tuple[int, ...] = Field((0, 5, 10, 20, 40), description="numbers of negatives read with the gold passage")
-    k: tuple[int, ...] = Field((1, 2, 5, 10, 20, 40), description="top-k of the `curve` input for the inverted-U curve; () skips it")
-    random: bool = Field(True, description="also draw negatives at random from the corpus (the length-only baseline HND is measured against)")
-    curve: str | None = Field(None, description="input stage whose top-k makes the inverted-U curve (default: the first input)")
-    reorder: tuple[bool, ...] = Field((False, True), description="inverted-U curve in score order (false) and reordered to both ends (true)")
+    k: tuple[int, ...] = Field((1, 2, 5, 10, 20, 40), description="top-k of the `curve` input for the inverted-U "
+                                                                  "curve; () skips it")
+    random: bool = Field(True, description="also draw negatives at random from the corpus (the length-only baseline "
+                                           "HND is measured against)")
+    curve: str | None = Field(None, description="input stage whose top-k makes the inverted-U curve (default: the "
+                                                "first input)")
+    reorder: tuple[bool, ...] = Field((False, True), description="inverted-U curve in score order (false) and "
+                                                                 "reordered to both ends (true)")
     seed: int = Field(13, description="seeds the gold position and the random negatives")
-    metric: str = Field("popqa_acc", description="answer metric that decides whether a trial's answer is right (EM, F1, popqa_acc, token_recall)")
+    metric: str = Field("popqa_acc", description="answer metric that decides whether a trial's answer is right (EM, "
+                                                 "F1, popqa_acc, token_recall)")
 
     @field_validator("m")
     @classmethod
@@ -93,35 +107,51 @@ def draws(rng: random.Random, n: int) -> Any:
             yield i
 
 
-class HardNegatives(Reader):
-    kind = "experiment"
-    # the reader's version (prompt, answer rule) plus this stage's own; hn2: the gold position is shared
-    # by all sources even when the context caps some of them
-    version = f"{Reader.version}.hn2"
+class HardNegatives(UsesLLM, Stage):
+    contract = Contract("experiment", Probes, consumes=Rankings, inputs=(1, 8))
+    # the reader's prompt version plus this stage's own; hn2: the gold position is shared by all sources
+    # even when the context caps some of them; hn3: its options are only those it uses (no reader-only ones)
+    version = f"{PROMPT_VERSION}.hn3"
     Options = HardNegativeOptions
-    min_inputs = 1
-    max_inputs = 8
-    produces = "probes"
     options: HardNegativeOptions
 
+    @classmethod
+    def reads_query_pool(cls, options: StageOptions) -> bool:
+        return draws_demos(options)
+
+    @classmethod
+    def output(cls, options: HardNegativeOptions, records: dict[str, Any], upstream: list[Output],  # type: ignore[override]
+               task: TaskData) -> Probes:
+        return Probes(records, options.metric, tuple(options.m))
+
     def prepare(self, task: TaskData) -> None:
-        super().prepare(task)
+        o, where = self.options, f"stage {self.env.stage_id}"
         if task.corpus is None:
-            raise RagbenchError.at(f"stage {self.env.stage_id}", "the hard-negative experiment needs the task's corpus")
-        if self.options.curve is not None and self.options.curve not in self.env.inputs:
-            raise RagbenchError.at(f"stage {self.env.stage_id}", f"curve '{self.options.curve}' is not one of its inputs ({', '.join(self.env.inputs)})", path="curve")
+            raise RagbenchError.at(where, "the hard-negative experiment needs the task's corpus")
+        if o.curve is not None and o.curve not in self.env.inputs:
+            raise RagbenchError.at(where, f"curve '{o.curve}' is not one of its inputs ({', '.join(self.env.inputs)})",
+                                   path="curve")
+        self.reader = ReaderPrompt(o, lambda: self.llm, task, where, template=o.prompt or RAG_PROMPT,
+                                   reply_tokens=o.max_new_tokens)
+        self.llm  # noqa: B018 - load the model now, not inside the first batch
+        self.corpus: Corpus = task.corpus
         self.qrels = task.qrels
         self.answers_field = task.answers_field
         self.doc_ids = list(task.corpus)
 
     # -- contexts -----------------------------------------------------------------------------
+    @property
+    def rule(self) -> AnswerRule:
+        """The answer rule: the option, else PopQA's first line (the reader's one-step rule)."""
+        return self.options.answer_rule or "popqa"
+
     def text(self, docid: str) -> str:
-        assert self.corpus is not None
-        return self.corpus[docid].contents(("title", "text"))
+        """Where has_answer looks: the title and text as a retriever indexes them."""
+        return render(self.corpus[docid], "words")
 
     def gold(self, query: Query, golds: list[str]) -> str | None:
         """The query's gold passage: its most relevant qrels document that contains an answer."""
-        judged = sorted(((-g, d) for d, g in self.qrels.get(query.id, {}).items() if g > 0 and self.corpus is not None and d in self.corpus))
+        judged = sorted((-g, d) for d, g in self.qrels.get(query.id, {}).items() if g > 0 and d in self.corpus)
         return next((d for _, d in judged if has_answer(self.text(d), golds)), None)
 
     def is_negative(self, query: Query, golds: list[str], docid: str) -> bool:
@@ -130,30 +160,32 @@ class HardNegatives(Reader):
     def negatives(self, query: Query, golds: list[str], source: str, ranking: Ranking | None, m: int) -> list[str]:
         """Up to m negatives from a source, best first (random: in the order drawn)."""
         if source == RANDOM:
-            candidates = (self.doc_ids[i] for i in draws(random.Random(f"{self.options.seed}:{query.id}:random"), len(self.doc_ids)))
+            rng = random.Random(f"{self.options.seed}:{query.id}:random")
+            candidates = (self.doc_ids[i] for i in draws(rng, len(self.doc_ids)))
         else:
             candidates = iter(ranking.docids if ranking is not None else [])
         out: list[str] = []
         for d in candidates:
             if len(out) == m:
                 break
-            if d in self.corpus and self.is_negative(query, golds, d):  # type: ignore[operator]
+            if d in self.corpus and self.is_negative(query, golds, d):
                 out.append(d)
         return out
 
     def fit(self, gold: str, negatives: list[str]) -> list[str]:
         """The leading negatives that fit the token budget next to the gold passage."""
-        budget = self.budget() - (self.llm.count_tokens(self.passage(gold)) + 2)
+        budget = self.reader.budget() - (self.llm.count_tokens(self.reader.passage(gold)) + 2)
         kept: list[str] = []
         for d in negatives:
-            n = self.llm.count_tokens(self.passage(d)) + 2
+            n = self.llm.count_tokens(self.reader.passage(d)) + 2
             if n > budget:
                 break
             kept.append(d)
             budget -= n
         return kept
 
-    def negative_trials(self, query: Query, golds: list[str], gold: str, rankings: dict[str, Ranking | None]) -> list[dict[str, Any]]:
+    def negative_trials(self, query: Query, golds: list[str], gold: str,
+                        rankings: dict[str, Ranking | None]) -> list[dict[str, Any]]:
         """Gold plus m negatives per source and m, the gold at one position per (query, m) shared by all sources.
 
         A source whose negatives are capped (budget, short ranking) must not move the gold: the
@@ -188,7 +220,7 @@ class HardNegatives(Reader):
         ranking = rankings.get(curve)
         for k in o.k if ranking is not None else ():
             for reorder in o.reorder:
-                passages = self.select(ranking, top_k=k, order="both_ends" if reorder else "score")
+                passages = self.reader.select(ranking, k, "both_ends" if reorder else "score")
                 out.append({"probe": "top_k", "source": curve, "k": k, "reorder": reorder, "k_used": len(passages),
                             "context_ids": [d for d, _ in passages], "texts": [t for _, t in passages]})
         return out
@@ -200,13 +232,14 @@ class HardNegatives(Reader):
         for q in queries:
             trials = self.trials(q, {name: inp.get(q.id) for name, inp in zip(names, inputs, strict=True)})
             for t in trials:
-                texts = t.pop("texts", None) or [self.passage(d) for d in t["context_ids"]]
-                chat = self.first_chat(q, list(zip(t["context_ids"], texts, strict=True)), retrieved=True)
+                texts = t.pop("texts", None) or [self.reader.passage(d) for d in t["context_ids"]]
+                chat = self.reader.chat(q, list(zip(t["context_ids"], texts, strict=True)), retrieved=True)
                 t["prompt_key"] = chat[0]["content"]
                 chats.setdefault(t["prompt_key"], chat)
             probes[q.id] = Probe(q.id, gold=next((t["gold"] for t in trials if "gold" in t), None), trials=trials)
         keys = list(chats)
-        replies = dict(zip(keys, self.llm.chat([chats[k] for k in keys], Sampling(max_tokens=self.options.max_new_tokens)), strict=True))
+        asked = self.llm.chat([chats[k] for k in keys], Sampling(max_tokens=self.options.max_new_tokens))
+        replies = dict(zip(keys, asked, strict=True))
         for probe in probes.values():
             for t in probe.trials:
                 reply = replies[t.pop("prompt_key")]
@@ -215,4 +248,4 @@ class HardNegatives(Reader):
         return probes
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "prompt": self.options.prompt or "RAG_PROMPT (ragbench.readers.reader)"}
+        return {**super().identity(), "prompt": self.options.prompt or "RAG_PROMPT (ragbench.readers.prompt)"}

@@ -32,7 +32,9 @@ from ragbench.judges import statements as st
 from ragbench.llm.base import Chat, Sampling
 from ragbench.llm.stage import LLMOptions, UsesLLM
 from ragbench.metrics.answers import gold_answers, parse_judgement
-from ragbench.stage import Stage
+from ragbench.outputs import Answers, Judgements, Output
+from ragbench.passages import render
+from ragbench.stage import Contract, Stage
 from ragbench.types import Answer, Corpus, Judgement, Query, TaskData
 
 # Modelled on the auto-rater prompt in FRAMES (Krishna et al. 2024, arXiv:2409.12941, Fig. 6):
@@ -62,26 +64,38 @@ PROMPTS = {"rating": JUDGE_PROMPT, "faithfulness": st.FAITHFULNESS_PROMPT, "corr
 
 class JudgeOptions(LLMOptions):
     method: Literal["rating", "faithfulness", "correctness"] = Field(
-        "rating", description="rating: FRAMES' TRUE/FALSE autorater | faithfulness: statements supported by the context | correctness: statements against the gold answer")
-    prompt: str | None = Field(None, description="evaluator template (rating: {question} {response} {gold}; faithfulness: {context} {statements}; "
-                                                 "correctness: {question} {statements} {gold_statements}); default: the method's")
-    split_prompt: str = Field(st.SPLIT_PROMPT, description="simplifier template with {question} and {answer} (statement methods)")
-    split_prefix: str = Field("- ", description="text the simplifier's reply is made to start with (the first bullet), parsed with it; '' for none")
-    parser: Literal["r1", "r2", "json"] = Field("r2", description="r1: 'VERDICT: LABEL' | r2: 'VERDICT: ...LABEL' on one line | json: constrained decoding (vLLM backends)")
-    score: Literal["recall", "f1"] = Field("recall", description="correctness: TP/(TP+FN) (the paper's) or TP/(TP+(FP+FN)/2)")
-    samples: int = Field(1, ge=1, description="judge each answer this many times; the score is the mean, the spread is reported")
-    temperature: float | None = Field(None, ge=0, description="default: 0 (greedy) for one sample, 1.0 (the paper's) for several")
+        "rating", description="rating: FRAMES' TRUE/FALSE autorater | faithfulness: statements supported by the "
+                              "context | correctness: statements against the gold answer")
+    prompt: str | None = Field(None, description="evaluator template (rating: {question} {response} {gold}; "
+                                                 "faithfulness: {context} {statements}; correctness: {question} "
+                                                 "{statements} {gold_statements}); default: the method's")
+    split_prompt: str = Field(st.SPLIT_PROMPT,
+                              description="simplifier template with {question} and {answer} (statement methods)")
+    split_prefix: str = Field("- ", description="text the simplifier's reply is made to start with (the first bullet), "
+                                                "parsed with it; '' for none")
+    parser: Literal["r1", "r2", "json"] = Field(
+        "r2", description="r1: 'VERDICT: LABEL' | r2: 'VERDICT: ...LABEL' on one line | json: constrained decoding "
+                          "(vLLM backends)")
+    score: Literal["recall", "f1"] = Field(
+        "recall", description="correctness: TP/(TP+FN) (the paper's) or TP/(TP+(FP+FN)/2)")
+    samples: int = Field(
+        1, ge=1, description="judge each answer this many times; the score is the mean, the spread is reported")
+    temperature: float | None = Field(
+        None, ge=0, description="default: 0 (greedy) for one sample, 1.0 (the paper's) for several")
     seed: int = Field(0, description="sample i uses seed + i")
     max_new_tokens: int = Field(256, ge=1, description="tokens for each judge reply")
     max_aliases: int = Field(5, ge=0, description="gold aliases shown besides the first")
-    max_context_tokens: int = Field(3000, ge=1, description="faithfulness: the reader's passages shown, whole, up to this many tokens")
+    max_context_tokens: int = Field(
+        3000, ge=1, description="faithfulness: the reader's passages shown, whole, up to this many tokens")
 
     @model_validator(mode="after")
     def _json_needs_vllm(self) -> JudgeOptions:
         if self.parser == "json" and self.llm.backend == "transformers":
-            raise ValueError("parser: json (constrained decoding) needs a vLLM backend (llm.backend: vllm or openai_server)")
+            raise ValueError("parser: json (constrained decoding) needs a vLLM backend "
+                             "(llm.backend: vllm or openai_server)")
         if self.parser == "json" and self.method == "rating":
-            raise ValueError("parser applies to the statement methods (faithfulness, correctness); rating uses its TRUE/FALSE rule")
+            raise ValueError("parser applies to the statement methods (faithfulness, correctness); "
+                             "rating uses its TRUE/FALSE rule")
         return self
 
 
@@ -91,25 +105,28 @@ def gold_text(golds: list[str], max_aliases: int) -> str:
 
 
 class Judge(UsesLLM, Stage):
-    kind = "judge"
+    contract = Contract("judge", Judgements, consumes=Answers, inputs=(1, 1))
     version = "2"  # 2: FP-only correctness replies and empty answers score 0 (were unparseable)
     Options = JudgeOptions
-    min_inputs = 1
-    max_inputs = 1
-    consumes = "answers"
-    produces = "judgements"
     options: JudgeOptions
 
     @classmethod
-    def metric(cls, options: JudgeOptions) -> str:
+    def metrics(cls, options: JudgeOptions) -> list[str]:  # type: ignore[override]
         """The per-query score this judge gives (judge_acc, faithfulness, correctness)."""
-        return METRIC[options.method]
+        return [METRIC[options.method]]
+
+    @classmethod
+    def output(cls, options: JudgeOptions, records: dict[str, Any], upstream: list[Output],  # type: ignore[override]
+               task: TaskData) -> Judgements:
+        # a rating judge reads an empty answer like any other; statement judges count empty answers apart
+        return Judgements(records, METRIC[options.method], counts_empty=options.method != "rating")
 
     def prepare(self, task: TaskData) -> None:
         self.answers_field = task.answers_field
         self.corpus: Corpus | None = task.corpus
         if self.options.method == "faithfulness" and task.corpus is None:
-            raise RagbenchError.at(f"stage {self.env.stage_id}", "faithfulness judges answers against the retrieved context, but the task has no corpus")
+            raise RagbenchError.at(f"stage {self.env.stage_id}", "faithfulness judges answers against the retrieved "
+                                   "context, but the task has no corpus")
         self.llm  # noqa: B018 - load the model now, not inside the first batch
 
     def sampling(self, i: int, schema: str | None = None) -> Sampling:
@@ -123,7 +140,8 @@ class Judge(UsesLLM, Stage):
 
     # -- rating (FRAMES) -----------------------------------------------------------------------
     def rating_chat(self, query: Query, answer: Answer) -> Chat:
-        content = (self.options.prompt or JUDGE_PROMPT).format(question=query.text, response=answer.text, gold=self.gold(query))
+        template = self.options.prompt or JUDGE_PROMPT
+        content = template.format(question=query.text, response=answer.text, gold=self.gold(query))
         return [{"role": "user", "content": content}]
 
     def rate(self, pairs: list[tuple[Query, Answer]]) -> dict[str, Judgement]:
@@ -147,7 +165,7 @@ class Judge(UsesLLM, Stage):
             doc = self.corpus.get(d)
             if doc is None:
                 continue
-            text = f"Title: {doc.title}\n{doc.text}" if doc.title else doc.text
+            text = render(doc, "titled_raw")  # the reader's layout, unstripped (passages.py)
             budget -= self.llm.count_tokens(text) + 2
             if budget < 0 and parts:
                 break
@@ -163,7 +181,8 @@ class Judge(UsesLLM, Stage):
         if o.method == "faithfulness":
             content = template.format(context=self.context(answer), statements=st.numbered(claims))
         else:
-            content = template.format(question=query.text, statements=st.numbered(claims), gold_statements=st.numbered(gold_claims))
+            content = template.format(question=query.text, statements=st.numbered(claims),
+                                      gold_statements=st.numbered(gold_claims))
         if o.parser == "json":
             content += "\nAnswer in JSON with one label per statement, in order."
         return [{"role": "user", "content": content}]
@@ -186,7 +205,8 @@ class Judge(UsesLLM, Stage):
             split = [self.split_chat(q, a.text) for q, a in todo]
             if o.method == "correctness":
                 split += [self.split_chat(q, self.gold(q)) for q, _ in todo]
-            texts = [o.split_prefix + r.text for r in self.llm.chat(split, self.sampling(i), prefix=o.split_prefix)] if split else []
+            replies = self.llm.chat(split, self.sampling(i), prefix=o.split_prefix) if split else []
+            texts = [o.split_prefix + r.text for r in replies]
             for j, (q, _) in enumerate(todo):
                 out[q.id].prompts.append(split[j])
                 out[q.id].outputs.append(texts[j])
@@ -200,7 +220,8 @@ class Judge(UsesLLM, Stage):
                     sample.failure = "split"
             # E: label each statement; P: count the labels
             ready = [(q, a) for q, a in todo if samples[q.id].failure is None]
-            chats = [self.evaluate_chat(q, a, samples[q.id].statements, samples[q.id].gold_statements) for q, a in ready]
+            chats = [self.evaluate_chat(q, a, samples[q.id].statements, samples[q.id].gold_statements)
+                     for q, a in ready]
             schemas = [st.json_schema(o.method, len(samples[q.id].statements), len(samples[q.id].gold_statements))
                        if o.parser == "json" else None for q, _ in ready]
             replies = self._chat_each(chats, [self.sampling(i, schema) for schema in schemas])
@@ -238,6 +259,7 @@ class Judge(UsesLLM, Stage):
 
     def identity(self) -> dict[str, Any]:
         o = self.options
-        return {**super().identity(), "method": o.method, "metric": METRIC[o.method], "parser": o.parser, "samples": o.samples,
+        return {**super().identity(), "method": o.method, "metric": METRIC[o.method], "parser": o.parser,
+                "samples": o.samples,
                 "seed": o.seed, "prompt": o.prompt or PROMPTS[o.method],
                 **({"split_prompt": o.split_prompt, "split_prefix": o.split_prefix} if o.method != "rating" else {})}

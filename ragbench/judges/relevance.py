@@ -1,5 +1,6 @@
 """`type: relevance_judge`: an LLM grades the top documents of a ranking, for measures that need
-no complete qrels (T_α, E_α, recall-free nDCG; docs/methods.md, "LLM relevance assessor (UMBRELA)") or to fill holes in incomplete ones.
+no complete qrels (T_α, E_α, recall-free nDCG; docs/methods.md, "LLM relevance assessor (UMBRELA)")
+or to fill holes in incomplete ones.
 
 Each (query, document) pair among the input's top `depth` is graded 0-3 with the UMBRELA
 prompt (Upadhyay et al., 2024, the TREC RAG'24 assessor: 0 unrelated, 1 related but does not
@@ -17,14 +18,15 @@ request and written to the run folder (relevance.jsonl, and qrels.llm.tsv in TRE
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ragbench.llm.base import Sampling
 from ragbench.llm.stage import LLMOptions, UsesLLM
-from ragbench.stage import Stage
+from ragbench.outputs import JudgedRankings, Output, Rankings
+from ragbench.passages import render
+from ragbench.stage import Contract, Stage
 from ragbench.types import Assessment, Corpus, Query, Ranking, TaskData
 
 UMBRELA_PROMPT = """Given a query and a passage, you must provide a score on an integer scale of 0 to 3 with the following meanings:
@@ -43,7 +45,7 @@ Consider the underlying intent of the search.
 Measure how well the content matches a likely intent of the query (M).
 Measure how trustworthy the passage is (T).
 Consider the aspects above and the relative importance of each, and decide on a final score (O). Final score must be an integer value only.
-Do not provide any code in result. Provide each score in the format of: ##final score: score without providing any reasoning."""
+Do not provide any code in result. Provide each score in the format of: ##final score: score without providing any reasoning."""  # noqa: E501
 
 _FINAL = re.compile(r"##\s*final score:\s*\**\s*([0-3])(?:\.0+)?(?![\d.])", re.IGNORECASE)  # "2", "2.0"; not "0.5"
 
@@ -56,21 +58,20 @@ def parse_grade(reply: str) -> int | None:
 
 class RelevanceOptions(LLMOptions):
     depth: int = Field(10, ge=1, description="documents graded per query: the input's top `depth`")
-    qrels: Literal["llm", "fill"] = Field("llm", description="llm: score against the judge's grades only | fill: the task's qrels, the judge's where they have no label")
+    qrels: Literal["llm", "fill"] = Field("llm", description="llm: score against the judge's grades only | fill: the "
+                                                             "task's qrels, the judge's where they have no label")
     relevant_at: int = Field(2, ge=1, le=3, description="lowest grade that counts as relevant")
     prompt: str = Field(UMBRELA_PROMPT, description="template with {query} and {passage}")
-    max_passage_tokens: int = Field(512, ge=16, description="a passage is cut to this many tokens (words x 1.3) in the prompt")
+    max_passage_tokens: int = Field(
+        512, ge=16, description="a passage is cut to this many tokens (words x 1.3) in the prompt")
     max_new_tokens: int = Field(64, ge=1, description="tokens for the grade")
-    prefix: str = Field("", description="text the assessor's reply is made to start with, e.g. '##final score: ' so a small model "
-                                        "writes only the grade (parsed together with the reply)")
+    prefix: str = Field("", description="text the assessor's reply is made to start with, e.g. '##final score: ' "
+                                        "so a small model writes only the grade (parsed together with the reply)")
 
 
 class RelevanceJudge(UsesLLM, Stage):
-    kind = "relevance_judge"
+    contract = Contract("judge", JudgedRankings, consumes=Rankings, inputs=(1, 1))
     Options = RelevanceOptions
-    min_inputs = 1
-    max_inputs = 1
-    produces = "relevance"
     options: RelevanceOptions
 
     def prepare(self, task: TaskData) -> None:
@@ -79,12 +80,13 @@ class RelevanceJudge(UsesLLM, Stage):
 
     def passage(self, docid: str) -> str:
         assert self.corpus is not None
-        words = self.corpus[docid].contents(("title", "text")).split()
-        return " ".join(words[: int(self.options.max_passage_tokens / 1.3)])
+        return render(self.corpus[docid], "words", max_words=int(self.options.max_passage_tokens / 1.3))
 
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Assessment]:
-        pairs = [(q, d) for q in queries for d in inputs[0][q.id].docids[: self.options.depth] if self.corpus is not None and d in self.corpus]
-        chats = [[{"role": "user", "content": self.options.prompt.format(query=q.text, passage=self.passage(d))}] for q, d in pairs]
+        pairs = [(q, d) for q in queries for d in inputs[0][q.id].docids[: self.options.depth]
+                 if self.corpus is not None and d in self.corpus]
+        chats = [[{"role": "user", "content": self.options.prompt.format(query=q.text, passage=self.passage(d))}]
+                 for q, d in pairs]
         prefix = self.options.prefix
         replies = self.llm.chat(chats, Sampling(max_tokens=self.options.max_new_tokens), prefix=prefix)
         out = {q.id: Assessment(q.id) for q in queries}
@@ -94,22 +96,19 @@ class RelevanceJudge(UsesLLM, Stage):
         return out
 
     @classmethod
-    def judged_view(cls, task: TaskData, assessments: dict[str, Assessment], options: RelevanceOptions) -> TaskData:
-        """The task with the qrels this stage's ranking is scored against (a new fingerprint: they differ)."""
+    def output(cls, options: RelevanceOptions, records: dict[str, Any], upstream: list[Output],  # type: ignore[override]
+               task: TaskData) -> JudgedRankings:
+        """Its input's ranking, passed on, with the qrels the grades make (`qrels: llm`, or the task's with the
+        grades filling the gaps)."""
+        assert isinstance(upstream[0], Rankings)
         qrels: dict[str, dict[str, int]] = {} if options.qrels == "llm" else {q: dict(d) for q, d in task.qrels.items()}
-        for qid, a in assessments.items():
+        for qid, a in records.items():
             row = qrels.setdefault(qid, {})
             for d, g in a.grades.items():
                 if g is not None and (options.qrels == "llm" or d not in row):
                     row[d] = g if g >= options.relevant_at else 0
-        return replace(task, qrels=qrels, fingerprint=f"{task.fingerprint}+relevance:{options.qrels}")
+        return JudgedRankings(upstream[0].records, records, qrels, options.qrels, options.relevant_at)
 
     def identity(self) -> dict[str, Any]:
-        return {**super().identity(), "prompt": "UMBRELA" if self.options.prompt == UMBRELA_PROMPT else self.options.prompt}
-
-
-def relevance_summary(assessments: dict[str, Assessment], relevant_at: int) -> dict[str, Any]:
-    grades = [g for a in assessments.values() for g in a.grades.values()]
-    parsed = [g for g in grades if g is not None]
-    return {"pairs": len(grades), "graded": len(parsed), "unparsed": len(grades) - len(parsed),
-            "relevant": sum(g >= relevant_at for g in parsed), "grades": {str(g): parsed.count(g) for g in range(4)}}
+        prompt = "UMBRELA" if self.options.prompt == UMBRELA_PROMPT else self.options.prompt
+        return {**super().identity(), "prompt": prompt}

@@ -52,7 +52,7 @@ Statements:
 
 Question: {question}
 Answer: {answer}
-Statements:"""
+Statements:"""  # noqa: E501
 
 FAITHFULNESS_PROMPT = """Decide whether each statement is supported by the context. For each statement, give its number, explain in one sentence, then write "VERDICT: PASSED" if the context supports it or "VERDICT: FAILED" if it does not.
 
@@ -73,7 +73,7 @@ Context:
 Statements:
 {statements}
 
-"""
+"""  # noqa: E501
 
 CORRECTNESS_PROMPT = """Compare the answer statements with the ground-truth statements. For each answer statement, give its number, explain in one sentence, then write "VERDICT: TP" if the ground truth supports it or "VERDICT: FP" if it does not. Then, for each ground-truth statement that no answer statement states, write it and "VERDICT: FN".
 
@@ -95,7 +95,7 @@ Answer statements:
 Ground-truth statements:
 {gold_statements}
 
-"""
+"""  # noqa: E501
 
 LABELS = {"faithfulness": ("PASSED", "FAILED"), "correctness": ("TP", "FP", "FN")}
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*\S)\s*$")
@@ -127,7 +127,8 @@ def count_labels(reply: str, method: str, parser: Parser, n_answer: int = 0, n_g
             return None
         if not isinstance(data, dict):
             return None
-        found = [*data.get("answer", []), *data.get("gold", [])] if method == "correctness" else data.get("verdicts", [])
+        found = ([*data.get("answer", []), *data.get("gold", [])] if method == "correctness"
+                 else data.get("verdicts", []))
         counts = {label: sum(1 for v in found if v == label) for label in labels}
     else:
         counts = {label: len(verdict_regex(label, parser).findall(reply)) for label in labels}
@@ -175,7 +176,8 @@ class Sample:
     statements: list[str] = field(default_factory=list)
     gold_statements: list[str] = field(default_factory=list)
     counts: dict[str, int] | None = None
-    failure: str | None = None  # "split" (no statements), "verdict" (no label), "empty answer" (faithfulness), "no context"
+    # "split" (no statements), "verdict" (no label), "empty answer" (faithfulness), "no context"
+    failure: str | None = None
     empty: bool = False  # the answer was empty: correctness scores it 0, faithfulness leaves it unscored
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Causal language models shared by stages: loading (and GGUF conversion) lives in `loading`."""
+"""Causal language models shared by stages: backends are built by `factory.make_llm`; loading (and GGUF
+conversion) lives in `loading`."""
 
 from ragbench.llm.loading import DEFAULT_MODEL, LoadedLM, converted_model_dir, load_causal_lm
 

@@ -2,9 +2,9 @@
 
 Prompts are OpenAI-style chats (lists of `{"role", "content"}`), rendered by the model's own
 chat template, so the same request means the same tokens on every backend; a `plain_prompt` is
-sent as text, without the template (the model's BOS token first, as its tokenizer adds it). `prefix` is text
-the assistant's reply starts with (FIRST appends "["): the backend continues it instead of
-opening a new turn.
+sent as text, without the template (the model's BOS token first, as its tokenizer adds it). `prefix`
+is text the assistant's reply starts with (FIRST appends "["): the backend continues it instead
+of opening a new turn. `chat.render_chat` is that rendering, shared by the backends.
 
 Two request kinds:
 - `chat`: generate a reply per chat with the given sampling parameters;
@@ -12,6 +12,9 @@ Two request kinds:
   candidate strings, each the text of some single token (FIRST's single-token ranking; see
   `label_token_ids` for which tokens count). Backends that
   only see the top-n log-probabilities return what they see; callers fill the rest.
+
+Beyond these, a backend declares `capabilities`: what else it can do for a stage (ICR needs
+"attention", which only a backend that holds the model in this process can give).
 
 Every finished request is cached (key: backend, model, rendered request, parameters), so a
 crashed or killed run re-asks only what had not finished. Backends implement the
@@ -27,11 +30,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragbench.cache import Cache, atomic_write_text, make_key
+from ragbench.errors import RagbenchError
 
 Chat = list[dict[str, str]]
 #: the role of a chat's only message when it is a plain-text prompt, sent without the chat template
 #: (completion models, and protocols written for them: PopQA's "Q: ... A:")
 PLAIN = "text"
+#: the capability of reading the model's attention weights (ICR)
+ATTENTION = "attention"
 
 
 def plain_prompt(text: str) -> Chat:
@@ -99,8 +105,8 @@ class LLM(ABC):
     """A chat model behind some backend. Subclasses set `backend` and implement the hooks."""
 
     backend: str = "?"
-    #: whether `attention` is available (only the transformers backend: ICR needs it)
-    supports_attention: bool = False
+    #: what this backend can do beyond chat and log-probabilities (ATTENTION: `attention_mass`)
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, cache: Cache | None = None, use_cache: bool = True):
         self.cache = cache
@@ -142,6 +148,20 @@ class LLM(ABC):
     def _logprobs(self, requests: list[Request], done: Done) -> None:
         """For each request, `done(i, {candidate: logprob})` for the first generated token."""
 
+    def require(self, capability: str, user: str) -> None:
+        """Fail with one line naming this backend when it lacks what `user` (a stage type) needs."""
+        if capability not in self.capabilities:
+            raise self._lacks(capability, user)
+
+    def _lacks(self, capability: str, user: str) -> RagbenchError:
+        return RagbenchError.at("llm.backend", f"{user} needs the '{capability}' capability, "
+                                f"which backend '{self.backend}' does not have")
+
+    def attention_mass(self, prefix: list[int], suffixes: Sequence[list[int]]) -> list[Any]:
+        """Per suffix run after `prefix`, each position's attention summed over layers and heads and
+        averaged over the suffix tokens (ICR): only backends with the ATTENTION capability."""
+        raise self._lacks(ATTENTION, "reading attention")
+
     def cache_identity(self) -> Any:
         """What makes two backends' answers interchangeable; part of every request key."""
         return [self.backend, self.identity().get("model_key", self.model_name)]
@@ -154,7 +174,8 @@ class LLM(ABC):
         raw = self._run("chat", reqs, self._chat, lambda g: asdict(g), Generation.from_json)
         return raw
 
-    def next_token_logprobs(self, chats: Sequence[Chat], candidates: Sequence[str], prefix: str = "") -> list[dict[str, float]]:
+    def next_token_logprobs(self, chats: Sequence[Chat], candidates: Sequence[str],
+                            prefix: str = "") -> list[dict[str, float]]:
         """Per chat, {candidate: log-probability of it as the first generated token}.
 
         Backends that see the full distribution return every candidate; those limited to the
@@ -166,7 +187,8 @@ class LLM(ABC):
 
     # -- request cache --------------------------------------------------------------------------
     def _key(self, kind: str, r: Request) -> str:
-        sampling = {k: v for k, v in asdict(r.sampling).items() if not (k == "json_schema" and v is None)}  # keys made before it existed stay valid
+        # json_schema is left out when unset, so keys made before it existed stay valid
+        sampling = {k: v for k, v in asdict(r.sampling).items() if not (k == "json_schema" and v is None)}
         return make_key("llm-request", self.cache_identity(), kind, r.chat, r.prefix, sampling, r.candidates)
 
     def _run(self, kind: str, reqs: list[Request], hook: Callable[[list[Request], Done], None],
@@ -202,17 +224,11 @@ class LLM(ABC):
 
     def _cache_get(self, key: str) -> Any:
         assert self.cache is not None
-        path = self.cache.root / "llm" / key[:2] / f"{key}.json"
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return None
+        return self.cache.get_json(self.cache.llm_entry(key))
 
     def _cache_put(self, key: str, value: Any) -> None:
         assert self.cache is not None
-        atomic_write_text(self.cache.root / "llm" / key[:2] / f"{key}.json", json.dumps(value))
+        atomic_write_text(self.cache.llm_entry(key), json.dumps(value))
 
 
 def label_token_ids(tokenizer: Any, labels: Sequence[str], model: str, after: str = "[") -> list[list[int]]:
@@ -228,8 +244,6 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str], model: str, after: st
     most chat templates' generation prompt). Ties (several ids per label) are resolved by the caller
     with rank_llm's rule: the likeliest of them. The table is computed once per tokenizer.
     """
-    from ragbench.errors import RagbenchError
-
     table = _text_after(tokenizer, after, labels)
     out = []
     for label in labels:
@@ -255,7 +269,8 @@ def _text_after(tokenizer: Any, after: str, labels: Sequence[str]) -> dict[str, 
         start = len(tokenizer.decode(anchor, skip_special_tokens=False))
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         ids = [i for i, p in enumerate(pieces) if p is not None and len(p) <= width]
-        texts = tokenizer.batch_decode([[*anchor, i] for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        texts = tokenizer.batch_decode([[*anchor, i] for i in ids], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
         table: dict[str, list[int]] = {}
         for i, text in zip(ids, texts, strict=True):
             table.setdefault(text[start:], []).append(i)
@@ -263,7 +278,8 @@ def _text_after(tokenizer: Any, after: str, labels: Sequence[str]) -> dict[str, 
     return cache[after, width]
 
 
-def best_label_logprobs(labels: Sequence[str], ids: Sequence[Sequence[int]], logprob_of: Mapping[int, float]) -> dict[str, float]:
+def best_label_logprobs(labels: Sequence[str], ids: Sequence[Sequence[int]],
+                        logprob_of: Mapping[int, float]) -> dict[str, float]:
     """{label: the highest log-probability among its token ids} for the labels with any id in `logprob_of`.
 
     rank_llm (`_evaluate_logits`) keeps, per identifier, the likeliest token that decodes to it.
@@ -282,7 +298,8 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def match_top_logprobs(top: list[tuple[str, float]], candidates: tuple[str, ...], ids: list[list[int]] | None) -> dict[str, float]:
+def match_top_logprobs(top: list[tuple[str, float]], candidates: tuple[str, ...],
+                       ids: list[list[int]] | None) -> dict[str, float]:
     """{candidate: log-probability} from a server's first-token `top_logprobs` entries.
 
     With `ids` (the request named tokens by id: `token_id:N`), an entry counts for the candidate

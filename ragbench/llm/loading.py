@@ -1,4 +1,4 @@
-"""The one place that loads a causal LM and its tokenizer (retrievers, rerankers, readers, judges).
+"""The one place that loads a causal LM or a tokenizer (retrievers, rerankers, readers, judges, corpora).
 
 Models come through `ragbench.models.resolve`: a bundled copy, a local folder, or a Hub id.
 A GGUF checkpoint (the bundled SmolLM2) is de-quantised by transformers once, saved as a
@@ -6,20 +6,21 @@ plain Hugging Face folder under `<cache root>/models/`, keyed by the GGUF's sha2
 later load reads that folder (about 0.2 s instead of 15 s). The same folder is what an
 external server such as vLLM loads (`converted_model_dir`).
 
-Loads are memoised per process: two stages that name the same model share one copy.
+Loads are shared per process (`ragbench.models.shared`): two stages that name the same model
+share one copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ragbench.cache import Cache, build_folder, make_key
 from ragbench.errors import RagbenchError
-from ragbench.models import ResolvedModel, resolve, weights_hash
+from ragbench.models import ResolvedModel, forget_loaded, resolve, shared, weights_hash
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 #: Bump when the conversion would write a different folder for the same GGUF.
@@ -33,15 +34,13 @@ class LoadedLM(NamedTuple):
     identity: dict[str, Any]
 
 
-_MEMO: dict[tuple[Any, ...], LoadedLM] = {}
-_LOCK = threading.Lock()
 #: how many GGUF conversions this process ran (tests check that a second load converts nothing)
 conversions = 0
 
 
 def models_root(cache_root: str | Path | None = None) -> Path:
     """Where converted models live: `<cache root>/models` ($RAGBENCH_CACHE respected)."""
-    return Cache(cache_root).root / "models"
+    return Cache(cache_root).models_dir
 
 
 def converted_model_dir(name: str = DEFAULT_MODEL, cache_root: str | Path | None = None) -> Path:
@@ -115,39 +114,66 @@ def load_causal_lm(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: Any = 
     """
     resolved = resolve(name)
     torch_dtype = _torch_dtype(dtype, device)
-    memo_key = (resolved.path, resolved.gguf_file, str(Cache(cache_root).root) if resolved.gguf_file else None,
-                device, str(torch_dtype), attn_implementation)
-    with _LOCK:
-        if memo_key in _MEMO:
-            return _MEMO[memo_key]
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    key = ("llm", resolved.path, resolved.gguf_file, str(Cache(cache_root).root) if resolved.gguf_file else None,
+           device, str(torch_dtype), attn_implementation)
+    return shared(key, lambda: _load(name, resolved, device, torch_dtype, attn_implementation, cache_root))
 
-        identity: dict[str, Any] = dict(resolved.identity())
-        if resolved.gguf_file is not None:
-            folder: str = str(_convert_gguf(resolved, models_root(cache_root)))
-            identity["converted_dir"] = folder
-        else:
-            folder = resolved.path
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-        except OSError as e:
-            raise RagbenchError.at("model", f"could not load causal LM '{name}' from {folder}: {e}") from None
-        model = model.to(device).eval()
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        identity.update({"dtype": str(model.dtype).removeprefix("torch."), "device": device})
-        if attn_implementation:
-            identity["attn_implementation"] = attn_implementation
-        loaded = LoadedLM(model, tokenizer, identity)
-        _MEMO[memo_key] = loaded
-        return loaded
+
+def _load(name: str, resolved: ResolvedModel, device: str, torch_dtype: Any, attn_implementation: str | None,
+          cache_root: str | Path | None) -> LoadedLM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    identity: dict[str, Any] = dict(resolved.identity())
+    if resolved.gguf_file is not None:
+        folder: str = str(_convert_gguf(resolved, models_root(cache_root)))
+        identity["converted_dir"] = folder
+    else:
+        folder = resolved.path
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except OSError as e:
+        raise RagbenchError.at("model", f"could not load causal LM '{name}' from {folder}: {e}") from None
+    model = model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    identity.update({"dtype": str(model.dtype).removeprefix("torch."), "device": device})
+    if attn_implementation:
+        identity["attn_implementation"] = attn_implementation
+    return LoadedLM(model, tokenizer, identity)
 
 
 def clear_memo() -> None:
     """Forget loaded models (tests; freeing memory between experiments)."""
-    with _LOCK:
-        _MEMO.clear()
+    forget_loaded("llm")
+
+
+def load_tokenizer(name: str, cache_root: str | Path | None = None, where: str = "tokenizer") -> tuple[Any, str]:
+    """(tokenizer, sha256 of its definition) by bundled name, folder or Hub id, once per process.
+
+    A GGUF's tokenizer comes from its converted folder. The hash identifies the tokenizer in
+    cache keys (token-counted corpora); `where` is the option named in the error.
+    """
+    resolved = resolve(name)
+    folder = str(converted_model_dir(name, cache_root)) if resolved.gguf_file else resolved.path
+
+    def load() -> tuple[Any, str]:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            reason = " ".join(str(e).split())  # one line, as every error
+            raise RagbenchError.at(where, f"cannot load tokenizer '{name}' from {folder}: {reason}") from None
+        if getattr(tok, "is_fast", False):
+            tok.backend_tokenizer.no_truncation()
+            tok.backend_tokenizer.no_padding()
+            definition = tok.backend_tokenizer.to_str()
+        else:
+            definition = json.dumps(sorted(tok.get_vocab().items()))
+        return tok, hashlib.sha256(definition.encode()).hexdigest()
+
+    return shared(("tokenizer", folder), load)

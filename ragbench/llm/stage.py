@@ -7,12 +7,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.config import LLMConfig, TransformersLLMConfig
+from ragbench.llm.factory import make_llm
 from ragbench.stage import StageEnv, StageOptions
 
 
 class LLMOptions(StageOptions):
-    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="the LLM backend and model (see ragbench.llm.config)")
+    llm: LLMConfig = Field(default_factory=TransformersLLMConfig,
+                           description="the LLM backend and model (see ragbench.llm.config)")
 
     @field_validator("llm", mode="before")
     @classmethod

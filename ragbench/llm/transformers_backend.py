@@ -1,17 +1,19 @@
 """`backend: transformers`: any Hugging Face causal LM, in this process, on CPU or GPU.
 
 The reference backend: it sees the full next-token distribution (FIRST reads the logits at
-every identifier) and, alone among the backends, exposes the model for attention (ICR).
+every identifier) and, alone among the backends, has the ATTENTION capability (ICR).
 Prompts are rendered with the tokenizer's chat template and tokenised without extra special
 tokens, as vLLM's chat endpoint does, so both backends see the same token ids.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import (
+    ATTENTION,
     LLM,
     Chat,
     Done,
@@ -19,9 +21,9 @@ from ragbench.llm.base import (
     Request,
     best_label_logprobs,
     label_token_ids,
-    plain_text,
     trim_at_stop,
 )
+from ragbench.llm.chat import render_chat
 from ragbench.llm.loading import LoadedLM, load_causal_lm
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 class TransformersLLM(LLM):
     backend = "transformers"
-    supports_attention = True
+    capabilities = frozenset({ATTENTION})
 
     def __init__(self, config: TransformersLLMConfig, cache: Cache | None = None):
         super().__init__(cache, config.cache)
@@ -43,8 +45,14 @@ class TransformersLLM(LLM):
     def loaded(self) -> LoadedLM:
         if self._loaded is None:
             c = self.config
-            self._loaded = load_causal_lm(c.model, device=c.device, dtype=c.dtype, attn_implementation=c.attn_implementation,
-                                          cache_root=self.cache.root if self.cache else None)
+            try:
+                self._loaded = load_causal_lm(c.model, device=c.device, dtype=c.dtype,
+                                              attn_implementation=c.attn_implementation,
+                                              cache_root=self.cache.root if self.cache else None)
+            except ImportError as e:
+                from ragbench.llm.factory import missing_dependency
+
+                raise missing_dependency(self.backend, e) from None
         return self._loaded
 
     @property
@@ -56,6 +64,11 @@ class TransformersLLM(LLM):
         return self.loaded.tokenizer
 
     @property
+    def model_config(self) -> Any:
+        """The model's Hugging Face config (architecture facts such as `model_type`)."""
+        return self.model.config
+
+    @property
     def model_name(self) -> str:
         return self.config.model
 
@@ -64,7 +77,8 @@ class TransformersLLM(LLM):
 
         ident = dict(self.loaded.identity)
         return {"backend": self.backend, "model": self.config.model, "transformers": transformers.__version__,
-                "model_key": ident.get("weights_sha256", ident.get("path")), **{k: v for k, v in ident.items() if k != "name"}}
+                "model_key": ident.get("weights_sha256", ident.get("path")),
+                **{k: v for k, v in ident.items() if k != "name"}}
 
     def cache_identity(self) -> Any:
         ident = self.loaded.identity
@@ -82,15 +96,8 @@ class TransformersLLM(LLM):
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def render(self, chat: Chat, prefix: str = "") -> str:
-        tok = self.tokenizer
-        text = plain_text(chat)
-        if text is not None:  # as `tokenizer(prompt)` reads it: with BOS when the tokenizer adds one
-            return _added_bos(tok) + text + prefix
-        if getattr(tok, "chat_template", None) is None:
-            raise RagbenchError.at("llm.model", f"'{self.config.model}' has no chat template; use an instruction-tuned model")
-        if prefix:
-            return tok.apply_chat_template([*chat, {"role": "assistant", "content": prefix}], tokenize=False, continue_final_message=True)
-        return tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        # tokenised without special tokens: a plain prompt carries the BOS `tokenizer(prompt)` would add
+        return render_chat(self.tokenizer, chat, prefix, bos=True, model=self.config.model)
 
     def encode(self, chat: Chat, prefix: str = "") -> list[int]:
         """Token ids of the rendered prompt (what ICR and FIRST feed the model)."""
@@ -118,7 +125,8 @@ class TransformersLLM(LLM):
 
     def _check_length(self, n_prompt: int, max_new: int) -> None:
         if n_prompt + max_new > self.context_length:
-            raise RagbenchError.at("llm", f"prompt of {n_prompt} tokens + {max_new} new tokens exceeds the context length {self.context_length} of '{self.config.model}'")
+            raise RagbenchError.at("llm", f"prompt of {n_prompt} tokens + {max_new} new tokens exceeds the context "
+                                   f"length {self.context_length} of '{self.config.model}'")
 
     def _chat(self, requests: list[Request], done: Done) -> None:
         import torch
@@ -129,16 +137,16 @@ class TransformersLLM(LLM):
             groups.setdefault(r.sampling, []).append(i)
         for sampling, idx in groups.items():
             if sampling.json_schema is not None:
-                from ragbench.errors import RagbenchError
-
-                raise RagbenchError.at("llm.backend", "constrained JSON decoding needs a vLLM backend (vllm or openai_server); the transformers backend has none")
+                raise RagbenchError.at("llm.backend", "constrained JSON decoding needs a vLLM backend "
+                                       "(vllm or openai_server); the transformers backend has none")
             sub = [requests[i] for i in idx]
             for batch in self._batches(sub):
                 ids = [self.encode(sub[j].chat, sub[j].prefix) for j in batch]
                 for seq in ids:
                     self._check_length(len(seq), sampling.max_tokens)
                 input_ids, mask = self._padded(ids)
-                kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+                kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens,
+                                          "pad_token_id": self.tokenizer.pad_token_id}
                 if sampling.temperature > 0:
                     kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
                     if sampling.seed is not None:
@@ -186,12 +194,9 @@ class TransformersLLM(LLM):
                 row_lp = dict(zip(wanted, logprobs[row, wanted].tolist(), strict=True))
                 done(j, best_label_logprobs(r.candidates, tids, row_lp))
 
+    # -- capabilities -----------------------------------------------------------------------------
+    def attention_mass(self, prefix: list[int], suffixes: Sequence[list[int]]) -> list[Any]:
+        """ICR's attention sums, read from the model held here (see `ragbench.llm.attention`)."""
+        from ragbench.llm.attention import attention_mass
 
-def _added_bos(tok: Any) -> str:
-    """The BOS text a tokenizer puts before a plain text ("" when it adds none), found once per tokenizer."""
-    bos = getattr(tok, "_ragbench_added_bos", None)
-    if bos is None:
-        ids = tok("a").input_ids
-        bos = tok.bos_token if tok.bos_token is not None and ids and ids[0] == tok.bos_token_id else ""
-        tok._ragbench_added_bos = bos
-    return bos
+        return attention_mass(self.model, prefix, suffixes)

@@ -2,7 +2,7 @@
 
 vLLM pins its own torch and transformers, so it usually lives in its own environment, where
 ragbench's heavier dependencies are absent: this module imports vllm lazily and nothing from
-ragbench beyond the LLM interface and model loading. Scripts that build this backend need an
+ragbench beyond the LLM interface, chat rendering and model loading. Scripts that build this backend need an
 `if __name__ == "__main__":` guard, because the engine core is a spawned process.
 
 The engine sees the full distribution, so `next_token_logprobs` asks for the candidates' own
@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragbench.errors import RagbenchError
 from ragbench.llm.base import (
     LLM,
     Chat,
@@ -29,6 +28,7 @@ from ragbench.llm.base import (
     label_token_ids,
     plain_text,
 )
+from ragbench.llm.chat import render_chat, template_flags, template_messages
 from ragbench.llm.loading import converted_model_dir
 
 if TYPE_CHECKING:
@@ -64,10 +64,13 @@ class VLLMEngine(LLM):
             try:
                 from vllm import LLM as Engine
             except ImportError as e:
-                raise RagbenchError.at("llm.backend", f"backend 'vllm' needs the vllm package ({e}); install it or use openai_server") from None
+                from ragbench.llm.factory import missing_dependency
+
+                raise missing_dependency(self.backend, e) from None
             c = self.config
-            kwargs: dict[str, Any] = {"tensor_parallel_size": c.tensor_parallel_size, "gpu_memory_utilization": c.gpu_memory_utilization,
-                                      "dtype": c.dtype, "max_logprobs": c.max_logprobs, "enforce_eager": c.enforce_eager, "seed": c.seed}
+            kwargs: dict[str, Any] = {"tensor_parallel_size": c.tensor_parallel_size,
+                                      "gpu_memory_utilization": c.gpu_memory_utilization, "dtype": c.dtype,
+                                      "max_logprobs": c.max_logprobs, "enforce_eager": c.enforce_eager, "seed": c.seed}
             if c.max_model_len:
                 kwargs["max_model_len"] = c.max_model_len
             self._engine = Engine(model=str(self.folder), **kwargs)
@@ -94,7 +97,8 @@ class VLLMEngine(LLM):
 
         mc = self.engine.llm_engine.model_config
         return {"backend": self.backend, "model": self.config.model, "path": str(self.folder), "vllm": vllm.__version__,
-                "model_key": self.weights_sha256, "dtype": str(mc.dtype).removeprefix("torch."), "max_model_len": mc.max_model_len}
+                "model_key": self.weights_sha256, "dtype": str(mc.dtype).removeprefix("torch."),
+                "max_model_len": mc.max_model_len}
 
     def cache_identity(self) -> Any:
         # from the config, not the engine: a run answered wholly from the cache never starts vLLM
@@ -108,12 +112,8 @@ class VLLMEngine(LLM):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def render(self, chat: Chat, prefix: str = "") -> str:
-        text = plain_text(chat)
-        if text is not None:  # the engine's tokenizer adds BOS to a text prompt itself
-            return text + prefix
-        if prefix:
-            return self.tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": prefix}], tokenize=False, continue_final_message=True)
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        # a plain prompt goes as text: the engine's tokenizer adds its BOS itself
+        return render_chat(self.tokenizer, chat, prefix, model=self.config.model)
 
     # -- requests ---------------------------------------------------------------------------------
     def _generate(self, requests: list[Request], params: list[Any], done: Done, finish: Any) -> None:
@@ -129,10 +129,9 @@ class VLLMEngine(LLM):
             idx = [i for i, r in enumerate(requests) if bool(r.prefix) == with_prefix and plain_text(r.chat) is None]
             for start in range(0, len(idx), CHUNK):
                 chunk = idx[start:start + CHUNK]
-                convs = [[*requests[i].chat, {"role": "assistant", "content": requests[i].prefix}] if with_prefix else requests[i].chat
-                         for i in chunk]
-                outs = self.engine.chat(convs, [params[i] for i in chunk], use_tqdm=False,
-                                        add_generation_prompt=not with_prefix, continue_final_message=with_prefix)
+                convs = [template_messages(requests[i].chat, requests[i].prefix) for i in chunk]
+                flags = template_flags(requests[chunk[0]].prefix)  # the same for the whole chunk
+                outs = self.engine.chat(convs, [params[i] for i in chunk], use_tqdm=False, **flags)
                 for i, out in zip(chunk, outs, strict=True):
                     done(i, finish(requests[i], out))
 

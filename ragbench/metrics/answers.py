@@ -114,7 +114,8 @@ def popqa_acc(prediction: str, golds: Golds) -> float:
 # ---------------------------------------------------------------- DPR has_answer / answer recall
 
 # DPR's SimpleTokenizer: runs of letters/digits/marks, or any single other visible character.
-_DPR_TOKEN = regex.compile(r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])", flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE)
+_DPR_TOKEN = regex.compile(r"([\p{L}\p{N}\p{M}]+)|([^\p{Z}\p{C}])",
+                           flags=regex.IGNORECASE | regex.UNICODE | regex.MULTILINE)
 
 
 def dpr_tokens(text: str) -> list[str]:
@@ -217,9 +218,9 @@ class AnswerMetric:
 
     ``needs``: "prediction" means the reader's answer (for has_answer, the long answer where the
     reader wrote one, as LongRAG's substring match reads it), "retrieved" means the retrieved texts
-    in rank order (answer recall; ``with_title``: each text with its title), and "judge" means the score of a `type: judge` stage
-    (judge_acc: a rating judge, whose raw reply `score` can also parse; faithfulness and
-    correctness: the statement judges' scores).
+    in rank order (answer recall; ``with_title``: each text with its title), and "judge" means the
+    score of a `type: judge` stage (judge_acc: a rating judge, whose raw reply `score` can also
+    parse; faithfulness and correctness: the statement judges' scores).
     """
 
     name: str
@@ -256,7 +257,8 @@ KNOWN_ANSWER_METRICS = ("EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "
                         "answer_recall_joined@k", "answer_recall_with_title@k", "answer_recall_joined_with_title@k",
                         "judge_acc", "faithfulness", "correctness")
 _RECALL = re.compile(r"answer_recall(_joined)?(_with_title)?@(\d+)", re.IGNORECASE)
-_Simple = Literal["EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "has_answer", "judge_acc", "faithfulness", "correctness"]
+_Simple = Literal["EM", "longrag_EM", "F1", "popqa_acc", "token_recall", "has_answer", "judge_acc", "faithfulness",
+                  "correctness"]
 
 
 def parse_answer_metric(name: str) -> AnswerMetric:
@@ -339,5 +341,6 @@ def gold_answers(query: Query, field: str) -> list[str]:
     if isinstance(value, str):
         value = json.loads(value) if value.lstrip().startswith("[") else [value]
     if not value:
-        raise RagbenchError.at(f"query {query.id}", f"no gold answers in field '{field}' (set the task card's answers_field)")
+        raise RagbenchError.at(f"query {query.id}",
+                               f"no gold answers in field '{field}' (set the task card's answers_field)")
     return [str(v) for v in value]

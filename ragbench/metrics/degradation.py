@@ -1,4 +1,6 @@
-"""Scores the hard-negative experiment (docs/methods.md, "Hard negatives and the inverted U"): accuracy per condition, HND, drops, k*.
+"""Scores the hard-negative experiment: accuracy per condition, HND, drops, k*.
+
+See docs/methods.md, "Hard negatives and the inverted U".
 
 - Acc_R(m): the share of queries with a gold passage answered right when reading the gold
   passage and m negatives from source R (m = 0: the gold passage alone, shared by all sources).

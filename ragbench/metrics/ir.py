@@ -42,7 +42,8 @@ def to_run(rankings: dict[str, Ranking]) -> dict[str, dict[str, float]]:
     return {qid: dict(zip(r.docids, r.scores, strict=True)) for qid, r in rankings.items()}
 
 
-def evaluate(rankings: dict[str, Ranking], qrels: Qrels, names: Iterable[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def evaluate(rankings: dict[str, Ranking], qrels: Qrels,
+             names: Iterable[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(aggregate, per-query) values keyed by the measure names as given: ir_measures computes its
     own, metrics.recall_free the recall-free ones (T@k, E@k, nDCG_rf@k, ...)."""
     from ragbench.metrics import recall_free

@@ -1,4 +1,6 @@
-"""Retrieval measures that do not need the full set of relevant documents (docs/methods.md, "Recall-free retrieval measures").
+"""Retrieval measures that do not need the full set of relevant documents.
+
+See docs/methods.md, "Recall-free retrieval measures".
 
 Schwartz, Vasilyev and Sawaya (2025), "How important is Recall for Measuring Retrieval Quality?",
 code PrimerAI/primer-research (recall_role/corr.py). For one query and a cutoff K, with n_p the
@@ -95,6 +97,7 @@ def evaluate(rankings: Mapping[str, list[str]], qrels: Mapping[str, Mapping[str,
              measures: Iterable[RecallFreeMeasure]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(aggregate, per-query) over the queries with qrels (BEIR/trec_eval -c: no ranking = empty ranking)."""
     measures = list(measures)
-    per_query = {qid: {m.name: m.value(list(rankings.get(qid, [])), rels) for m in measures} for qid, rels in qrels.items()}
+    per_query = {qid: {m.name: m.value(list(rankings.get(qid, [])), rels) for m in measures}
+                 for qid, rels in qrels.items()}
     n = len(per_query)
     return {m.name: (sum(v[m.name] for v in per_query.values()) / n if n else 0.0) for m in measures}, per_query

@@ -115,8 +115,11 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
         elif spec.family == "judge" and judged is not None and spec.judged_by not in judged:
             method = {"judge_acc": "rating"}.get(str(spec.judged_by), spec.judged_by)
             problems.append(Problem(
-                doc.file, f"{name} needs a judge: add a 'type: judge' stage with method: {method} after the reader", *where))
-        elif spec.family in ("ir", "recall_free") and depth is not None and spec.depth is not None and spec.depth > depth:
+                doc.file, f"{name} needs a judge: add a 'type: judge' stage with method: {method} after the reader",
+                *where))
+        elif (spec.family in ("ir", "recall_free") and depth is not None and spec.depth is not None
+              and spec.depth > depth):
             problems.append(Problem(
-                doc.file, f"{name} needs rankings of depth {spec.depth} but the last stage returns top_k={depth}", *where))
+                doc.file, f"{name} needs rankings of depth {spec.depth} but the last stage returns top_k={depth}",
+                *where))
     return problems

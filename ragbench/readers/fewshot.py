@@ -33,11 +33,12 @@ class PopQAPromptOptions(StageOptions):
     shots: int = Field(15, ge=0, description="demonstrations per question (the authors' --n_examples, 15)")
     seed: int = Field(633, description="seeds ragbench's demo sampler, per question (633: the authors' seed value)")
     relation_field: str = Field("prop", description="query field with the relation (PopQA: prop)")
-    answer_field: str = Field("obj", description="query field a demonstration answers with (PopQA: obj, the object label)")
-    other_relations: bool = Field(True, description="true: demos only from relations other than the question's (the authors' "
-                                                     "templated mode) | false: from any other question")
-    chat: bool = Field(False, description="false: the prompt is plain text continued by the model, as the authors send it to "
-                                          "completion models | true: the single user turn of the chat template")
+    answer_field: str = Field("obj", description="query field a demonstration answers with (PopQA: obj, the object "
+                                                 "label)")
+    other_relations: bool = Field(True, description="true: demos only from relations other than the question's (the "
+                                                     "authors' templated mode) | false: from any other question")
+    chat: bool = Field(False, description="false: the prompt is plain text continued by the model, as the authors send "
+                                          "it to completion models | true: the single user turn of the chat template")
 
 
 def demo_text(question: str, answer: str) -> str:
@@ -62,8 +63,8 @@ class DemoSampler:
         self.by_relation: dict[str, list[Query]] = {}
         for q in pool:
             if options.answer_field not in q.extra:
-                raise RagbenchError.at(where, f"query {q.id} has no field '{options.answer_field}' for PopQA demonstrations",
-                                       path="popqa.answer_field")
+                raise RagbenchError.at(where, f"query {q.id} has no field '{options.answer_field}' for PopQA "
+                                       "demonstrations", path="popqa.answer_field")
             self.by_relation.setdefault(self.relation(q), []).append(q)
 
     def relation(self, query: Query) -> str:
@@ -88,7 +89,8 @@ class DemoSampler:
             rels = sorted(r for r in self.by_relation if r != own)
             if o.shots and not rels:
                 raise RagbenchError.at(self.where, f"no relation other than '{own}' among the task's questions to draw "
-                                       "PopQA demonstrations from; set popqa.other_relations: false", path="popqa.other_relations")
+                                       "PopQA demonstrations from; set popqa.other_relations: false",
+                                       path="popqa.other_relations")
             extra = set(rng.sample(rels, o.shots % len(rels))) if rels else set()
             picks = []
             for rel in rels:
@@ -99,8 +101,8 @@ class DemoSampler:
 
     def _sample(self, rng: random.Random, candidates: list[Query], n: int, what: str) -> list[Query]:
         if len(candidates) < n:
-            raise RagbenchError.at(self.where, f"{what} has {len(candidates)} questions, fewer than the {n} demonstrations asked",
-                                   path="popqa.shots")
+            raise RagbenchError.at(self.where, f"{what} has {len(candidates)} questions, fewer than the {n} "
+                                   "demonstrations asked", path="popqa.shots")
         return rng.sample(candidates, n)
 
     def demos(self, query: Query) -> list[tuple[str, str]]:

@@ -1,4 +1,6 @@
-"""How well a continuous judge score agrees with binary human labels (docs/methods.md, "Rank correlation of measures, and judge calibration").
+"""How well a continuous judge score agrees with binary human labels.
+
+See docs/methods.md, "Rank correlation of measures, and judge calibration".
 
 F1-AUC (Ispas et al.): binarise the scores at th_i = i/10, i = 0..10 (1 when score >= th), take the
 F1 of each binarisation against the human labels, and summarise the 11 values. The paper prints
@@ -31,11 +33,13 @@ def calibrate(scores: Sequence[float], labels: Sequence[int]) -> dict[str, Any]:
     curve = f1_curve(scores, labels)
     trapezoid = sum((a + b) / 2 for a, b in zip(curve, curve[1:], strict=False)) / 10
     out: dict[str, Any] = {"n": len(scores), "positives": int(sum(labels)), "f1_auc": trapezoid,
-                           "f1_mean": sum(curve) / len(curve), "f1_by_threshold": dict(zip(map(str, THRESHOLDS), curve, strict=True))}
+                           "f1_mean": sum(curve) / len(curve),
+                           "f1_by_threshold": dict(zip(map(str, THRESHOLDS), curve, strict=True))}
     constant = len(set(scores)) < 2 or len(set(labels)) < 2
     rho = None if constant else stats.spearmanr(scores, labels)
     tau = None if constant else stats.kendalltau(scores, labels)
     clean = lambda v: None if v is None or math.isnan(v) else float(v)  # noqa: E731
     out.update({"spearman": clean(rho.statistic) if rho else None, "spearman_p": clean(rho.pvalue) if rho else None,
-                "kendall_tau_b": clean(tau.statistic) if tau else None, "kendall_p": clean(tau.pvalue) if tau else None})
+                "kendall_tau_b": clean(tau.statistic) if tau else None,
+                "kendall_p": clean(tau.pvalue) if tau else None})
     return out

@@ -29,8 +29,9 @@ from xml.etree import ElementTree as ET
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragbench.errors import Problem, RagbenchError
+from ragbench.metrics.spec import direction
+from ragbench.record import RunRecord
 from ragbench.report.compare import paired, paired_tests
-from ragbench.runs import read_metrics, read_per_query
 from ragbench.yamlio import format_loc, load_yaml
 
 
@@ -75,38 +76,43 @@ class Verdict:
 
 
 def check(run: Path, baseline: Path, thresholds: Thresholds) -> list[Verdict]:
-    head, base = read_metrics(run), read_metrics(baseline)
-    if head["task"] != base["task"]:
-        raise RagbenchError.at(str(baseline), f"baseline is on task '{base['task']}', the run on '{head['task']}'")
-    if head["n_queries"] != base["n_queries"]:  # means over different query sets: a drop would mean nothing
-        raise RagbenchError.at(str(baseline), f"baseline scored {base['n_queries']} queries, the run {head['n_queries']}; "
+    head, base = RunRecord.read(run), RunRecord.read(baseline)
+    if head.task != base.task:
+        raise RagbenchError.at(str(baseline), f"baseline is on task '{base.task}', the run on '{head.task}'")
+    if head.n_queries != base.n_queries:  # means over different query sets: a drop would mean nothing
+        raise RagbenchError.at(str(baseline), f"baseline scored {base.n_queries} queries, the run {head.n_queries}; "
                                "check needs both on the same queries (same task, split, data and --limit)")
-    rules = thresholds.metrics or {m: Rule(max_drop=0.0, significant=True) for m in head["metrics"] if m in base["metrics"]}
-    missing = [m for m in rules if m not in head["metrics"]]
+    # by default every shared metric with a direction must not drop significantly (k*, the best k, has none)
+    rules = thresholds.metrics or {m: Rule(max_drop=0.0, significant=True) for m in head.metrics
+                                   if m in base.metrics and direction(m) is not None}
+    missing = [m for m in rules if m not in head.metrics]
     if missing:
-        raise RagbenchError.at(str(run), f"no value for {', '.join(missing)} in its metrics.json (has: {', '.join(head['metrics'])})")
-    base_folder = baseline if baseline.is_dir() else baseline.parent
-    base_pq = read_per_query(base_folder) if (base_folder / "per_query.jsonl").exists() else None
-    run_pq = read_per_query(run if run.is_dir() else run.parent)
+        raise RagbenchError.at(str(run), f"no value for {', '.join(missing)} in its metrics.json "
+                               f"(has: {', '.join(head.metrics)})")
+    base_pq = base.per_query if base.has_per_query else None
+    run_pq = head.per_query
     out = []
     for m, rule in rules.items():
-        value = float(head["metrics"][m])
-        b = base["metrics"].get(m)
+        value = float(head.metrics[m])
+        b = base.metrics.get(m)
+        # a drop is a change for the worse: a fall where higher is better, a rise where lower is (HND, rel_drop)
+        sign = -1.0 if direction(m) is False else 1.0
         delta = None if b is None else value - float(b)
         p, n, reasons = None, 0, []
         if rule.min is not None and value < rule.min:
             reasons.append(f"{value:.4f} < min {rule.min:.4f}")
-        if rule.max_drop is not None and delta is not None and -delta > rule.max_drop:
+        if rule.max_drop is not None and delta is not None and -sign * delta > rule.max_drop:
             if rule.significant and base_pq is not None:
                 a, r = paired(base_pq, run_pq, m)
                 n = len(a)
                 t_p, rand_p = paired_tests(a, r)
                 p = rand_p if thresholds.test == "randomization" else t_p
                 if p is not None and p < thresholds.alpha:
-                    reasons.append(f"dropped {-delta:.4f} (> {rule.max_drop:.4f}), significant: p = {p:.2g} < {thresholds.alpha}")
+                    reasons.append(f"dropped {-sign * delta:.4f} (> {rule.max_drop:.4f}), "
+                                   f"significant: p = {p:.2g} < {thresholds.alpha}")
             else:
                 why = "" if not rule.significant else " (baseline has no per-query values to test)"
-                reasons.append(f"dropped {-delta:.4f} (> {rule.max_drop:.4f}){why}")
+                reasons.append(f"dropped {-sign * delta:.4f} (> {rule.max_drop:.4f}){why}")
         if rule.max_drop is not None and b is None:
             reasons.append("baseline has no value to compare with")
         checked = "ok" if not reasons else "; ".join(reasons)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.runs import read_metrics, read_per_query
+from ragbench.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Delta:
         return asdict(self)
 
 
-def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float | None, float | None]:
+def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float | None, float | None]:
     """(paired t-test p, paired randomization test p), two-sided; None when the differences are all equal."""
     d = b - a
     if len(d) < 2 or np.all(d == d[0]):
@@ -52,9 +53,11 @@ def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: in
     return clean(t.pvalue), clean(perm.pvalue)
 
 
-def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]],
+           metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The metric's per-query values of the queries both runs scored (baseline, run), in query-id order."""
-    qids = sorted(q for q in base.keys() & run.keys() if base[q].get(metric) is not None and run[q].get(metric) is not None)
+    qids = sorted(q for q in base.keys() & run.keys()
+                  if base[q].get(metric) is not None and run[q].get(metric) is not None)
     return np.array([base[q][metric] for q in qids], float), np.array([run[q][metric] for q in qids], float)
 
 
@@ -66,20 +69,23 @@ def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int =
     """Each run against runs[0], metric by metric (default: the metrics all runs share, in the baseline's order)."""
     if len(runs) < 2:
         raise RagbenchError.at("RUNS", "compare needs at least two run folders (the first is the baseline)")
-    heads = {r: read_metrics(r) for r in runs}
-    tasks = {h["task"] for h in heads.values()}
+    records = {r: RunRecord.read(r) for r in runs}
+    tasks = {rec.task for rec in records.values()}
     if len(tasks) > 1:
-        raise RagbenchError.at("RUNS", f"runs are on different tasks ({', '.join(sorted(tasks))}); per-query tests need the same queries")
-    per_query = {r: read_per_query(r) for r in runs}
+        raise RagbenchError.at("RUNS", f"runs are on different tasks ({', '.join(sorted(tasks))}); "
+                                       "per-query tests need the same queries")
+    per_query = {r: records[r].per_query for r in runs}
     base = runs[0]
-    names = metrics or [m for m in heads[base]["metrics"] if all(m in heads[r]["metrics"] for r in runs)]
+    names = metrics or [m for m in records[base].metrics if all(m in records[r].metrics for r in runs)]
     out = []
     for run in runs[1:]:
         for m in names:
             a, b = paired(per_query[base], per_query[run], m)
             if not len(a):
-                raise RagbenchError.at(str(run / "per_query.jsonl"), f"no per-query values of '{m}' shared with {run_name(base)}")
+                raise RagbenchError.at(str(run / "per_query.jsonl"),
+                                       f"no per-query values of '{m}' shared with {run_name(base)}")
             t_p, rand_p = paired_tests(a, b, resamples, seed)
-            out.append(Delta(run_name(base), run_name(run), m, len(a), float(a.mean()), float(b.mean()), float(b.mean() - a.mean()),
-                             int((b > a).sum()), int((b == a).sum()), int((b < a).sum()), t_p, rand_p))
+            out.append(Delta(run_name(base), run_name(run), m, len(a), float(a.mean()), float(b.mean()),
+                             float(b.mean() - a.mean()), int((b > a).sum()), int((b == a).sum()), int((b < a).sum()),
+                             t_p, rand_p))
     return out

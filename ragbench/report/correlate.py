@@ -1,7 +1,7 @@
 """Which retrieval metric predicts answer quality: rank correlations between metrics of stored runs.
 
-The way Schwartz et al. (docs/methods.md, "Recall-free retrieval measures") judge a retrieval measure: correlate it with the
-graded answer. Two levels:
+The way Schwartz et al. (docs/methods.md, "Recall-free retrieval measures") judge a retrieval measure: correlate it
+with the graded answer. Two levels:
 - queries: within each run, over its queries (the per-query values in per_query.jsonl), and
   pooled over all runs given;
 - runs: over runs, between their aggregate values (metrics.json), when there are at least 3.
@@ -19,7 +19,7 @@ from typing import Any
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.runs import read_metrics, read_per_query
+from ragbench.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,14 @@ def correlation(level: str, sample: str, x: str, y: str, xs: list[float], ys: li
     tau = stats.kendalltau(xs, ys)  # tau-b: ties in either variable accounted for
     rho = stats.spearmanr(xs, ys)
     clean = lambda v: None if v is None or math.isnan(v) else float(v)  # noqa: E731
-    return Correlation(level, sample, x, y, n, clean(tau.statistic), clean(tau.pvalue), clean(rho.statistic), clean(rho.pvalue))
+    return Correlation(level, sample, x, y, n, clean(tau.statistic), clean(tau.pvalue), clean(rho.statistic),
+                       clean(rho.pvalue))
 
 
 def correlate(runs: list[Path], xs: list[str], ys: list[str]) -> list[Correlation]:
     """Every (x, y) pair at the query level (each run, then pooled) and, with >= 3 runs, at the run level."""
-    per_query = {run: read_per_query(run) for run in runs}
-    aggregates = {run: read_metrics(run)["metrics"] for run in runs}
+    per_query = {run: RunRecord.read_per_query(run) for run in runs}  # the values it correlates, checked first
+    aggregates = {run: RunRecord.read(run).metrics for run in runs}
     names = {run: f"{run.parent.name}/{run.name}" if run.parent.name else run.name for run in runs}
     out: list[Correlation] = []
     for x in xs:
@@ -67,8 +68,9 @@ def correlate(runs: list[Path], xs: list[str], ys: list[str]) -> list[Correlatio
                 if not pairs and rows:
                     missing = [m for m in (x, y) if not any(m in r for r in rows.values())]
                     if missing:
-                        raise RagbenchError.at(str(run / "per_query.jsonl"), f"no per-query values for {', '.join(missing)} "
-                                               f"(it has: {', '.join(sorted({k for r in rows.values() for k in r}))})")
+                        has = ", ".join(sorted({k for r in rows.values() for k in r}))
+                        raise RagbenchError.at(str(run / "per_query.jsonl"),
+                                               f"no per-query values for {', '.join(missing)} (it has: {has})")
                 a, b = [p[0] for p in pairs], [p[1] for p in pairs]
                 out.append(correlation("queries", names[run], x, y, a, b))
                 pooled_x += a
@@ -77,5 +79,6 @@ def correlate(runs: list[Path], xs: list[str], ys: list[str]) -> list[Correlatio
                 out.append(correlation("queries", "pooled", x, y, pooled_x, pooled_y))
             if len(runs) >= 3:
                 have = [run for run in runs if x in aggregates[run] and y in aggregates[run]]
-                out.append(correlation("runs", "runs", x, y, [aggregates[r][x] for r in have], [aggregates[r][y] for r in have]))
+                out.append(correlation("runs", "runs", x, y, [aggregates[r][x] for r in have],
+                                       [aggregates[r][y] for r in have]))
     return out

@@ -35,7 +35,9 @@ def figures(summary: dict[str, Any], title: str = "") -> dict[str, Any]:
         for name, order in summary["curve"]["orders"].items():
             ks = sorted(int(k) for k in order["acc"])
             ax.errorbar(ks, [order["acc"][str(k)]["acc"] for k in ks], yerr=[order["acc"][str(k)]["se"] for k in ks],
-                        marker="o", capsize=3, label=f"{'reordered (both ends)' if name == 'reordered' else 'score order'}, k*={order['k_star']}")
+                        marker="o", capsize=3,
+                        label=f"{'reordered (both ends)' if name == 'reordered' else 'score order'}, "
+                              f"k*={order['k_star']}")
         ax.set_xscale("log")
         ax.set(xlabel=f"passages read (top-k of {summary['curve']['source']})", ylabel=label,
                title=f"{title} accuracy vs retrieved passages (n={summary['queries']})".strip())

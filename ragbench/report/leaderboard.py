@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 
 from ragbench import __version__
 from ragbench.errors import RagbenchError
-from ragbench.runs import read_metrics
+from ragbench.metrics.spec import direction
+from ragbench.record import RunRecord
 
 Format = Literal["md", "csv", "json", "latex", "html"]
 FORMATS: tuple[str, ...] = ("md", "csv", "json", "latex", "html")
 ID_COLUMNS = ("task", "pipeline", "queries")
-LOWER_IS_BETTER = ("HND[", "rel_drop[", "peak_drop[")
-NO_DIRECTION = ("k_star[",)
 
 
 @dataclass
@@ -62,28 +60,23 @@ def scan(results_dir: Path) -> list[RunEntry]:
         raise RagbenchError.at(str(results_dir), "not a folder (expected a results folder holding run folders)")
     entries = []
     for path in sorted(results_dir.rglob("metrics.json")):
-        data = read_metrics(path)
-        lock = path.parent / "config.lock.yaml"
-        created = None
-        if lock.exists():
-            created = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("created")
-        if not created:
-            created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-        entries.append(RunEntry(path.parent, data["task"], data["pipeline"], data["n_queries"], str(created),
-                                {k: float(v) for k, v in data["metrics"].items() if isinstance(v, (int, float))},
-                                data.get("curves", {}), data.get("experiments", {})))
+        rec = RunRecord.read(path)
+        entries.append(RunEntry(rec.folder, rec.task, rec.pipeline, rec.n_queries, rec.created,
+                                {k: float(v) for k, v in rec.metrics.items() if isinstance(v, (int, float))},
+                                rec.section("curves"), rec.section("experiments")))
     if not entries:
-        raise RagbenchError.at(str(results_dir), "no run folders found (no metrics.json below it); run `ragbench run` first")
+        raise RagbenchError.at(str(results_dir),
+                               "no run folders found (no metrics.json below it); run `ragbench run` first")
     return entries
 
 
 def higher_is_better(metric: str) -> bool | None:
-    if metric.startswith(NO_DIRECTION):
-        return None
-    return not metric.startswith(LOWER_IS_BETTER)
+    """From the metric's spec (HND, relative and peak drops: lower; k*: no direction)."""
+    return direction(metric)
 
 
-def select(entries: list[RunEntry], pick: Literal["latest", "best"] = "latest", by: str | None = None) -> list[RunEntry]:
+def select(entries: list[RunEntry], pick: Literal["latest", "best"] = "latest",
+           by: str | None = None) -> list[RunEntry]:
     """One run per (pipeline, task): the latest, or the best by `by` (runs without it count as worst)."""
     if pick == "best" and by is None:
         raise RagbenchError.at("--pick", "best needs a metric to pick by (--sort METRIC)")
@@ -122,7 +115,8 @@ def frame(entries: list[RunEntry], metrics: list[str] | None = None, sort: str |
     if key is None:
         return df.sort_values(["task", "pipeline"], ignore_index=True)
     ascending = higher_is_better(key) is False
-    return df.sort_values(["task", key, "pipeline"], ascending=[True, ascending, True], na_position="last", ignore_index=True)
+    return df.sort_values(["task", key, "pipeline"], ascending=[True, ascending, True], na_position="last",
+                          ignore_index=True)
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -162,7 +156,8 @@ def notes(df: pd.DataFrame) -> list[str]:
         counts = sorted(set(group["queries"]))
         if len(counts) > 1:
             out.append(f"{task}: rows cover different numbers of queries ({', '.join(map(str, counts))}); "
-                       f"best values are marked within each count; compare across them on shared queries with `ragbench compare`.")
+                       "best values are marked within each count; "
+                       "compare across them on shared queries with `ragbench compare`.")
     return out
 
 
@@ -196,7 +191,8 @@ def to_latex(df: pd.DataFrame, caption: str = "ragbench leaderboard. Best per ta
     shown = df.drop(columns=["run", "created"])
     styler = shown.style.hide(axis="index").format(precision=4, na_rep="--")
     styler = styler.format(escape="latex", subset=["task", "pipeline"]).format_index(escape="latex", axis=1)
-    styler = styler.apply(lambda col: ["textbf:--rwrap;" if b else "" for b in mask[col.name]], subset=metric_columns(shown))
+    styler = styler.apply(lambda col: ["textbf:--rwrap;" if b else "" for b in mask[col.name]],
+                          subset=metric_columns(shown))
     body = styler.to_latex(hrules=True, column_format="ll" + "r" * (len(shown.columns) - 2), environment="table",
                            position="t", position_float="centering", caption=caption, convert_css=False)
     return "% ragbench leaderboard; needs \\usepackage{booktabs}\n" + body
@@ -274,17 +270,20 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
         first = ' class="first"' if previous is not None and row["task"] != previous else ""
         previous = row["task"]
         rows.append(f"<tr{first}>{''.join(cells)}</tr>")
-    plots = [(f"{task}: R@k per pipeline", f"recall-{task}", _png(fig)) for task, fig in recall_figures(entries).items()]
+    plots = [(f"{task}: R@k per pipeline", f"recall-{task}", _png(fig))
+             for task, fig in recall_figures(entries).items()]
     for e in sorted(entries, key=lambda e: (e.task, e.pipeline)):
         for sid, summary in e.experiments.items():
             for name, fig in figures(summary, title=e.pipeline).items():
-                plots.append((f"{e.task} / {e.pipeline} / {sid}: {name.replace('_', ' ')}", f"{name}-{e.task}-{e.pipeline}", _png(fig)))
+                caption = f"{e.task} / {e.pipeline} / {sid}: {name.replace('_', ' ')}"
+                plots.append((caption, f"{name}-{e.task}-{e.pipeline}", _png(fig)))
     figs = "".join(f'<figure class="plot" id="{html.escape(fid)}"><img alt="{html.escape(cap)}" src="{src}">'
                    f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, fid, src in plots)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<p class=\"meta\">{len(df)} runs; best value per task and query count highlighted; generated {generated} by ragbench {__version__}</p>\n"
+            f"<p class=\"meta\">{len(df)} runs; best value per task and query count highlighted; "
+            f"generated {generated} by ragbench {__version__}</p>\n"
             f"<div class=\"table-wrap\"><table id=\"leaderboard\"><thead><tr>{head}</tr></thead><tbody>\n"
             + "\n".join(rows) + "\n</tbody></table></div>\n"
             + "".join(f"<p class=\"meta\">Note: {html.escape(n)}</p>\n" for n in notes(df))

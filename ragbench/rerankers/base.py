@@ -13,7 +13,9 @@ from typing import ClassVar
 from pydantic import Field
 
 from ragbench.llm.stage import LLMOptions, UsesLLM
-from ragbench.stage import Stage, StageOptions
+from ragbench.outputs import Rankings
+from ragbench.passages import render
+from ragbench.stage import Contract, Stage, StageOptions
 from ragbench.types import Corpus, Query, Ranking, TaskData
 
 
@@ -29,11 +31,8 @@ class LLMRerankerOptions(RerankerOptions, LLMOptions):
 
 
 class Reranker(Stage):
-    kind = "reranker"
+    contract = Contract("reranker", Rankings, consumes=Rankings, inputs=(1, 1), narrows_input=True)
     Options: ClassVar[type[StageOptions]] = RerankerOptions
-    min_inputs = 1
-    max_inputs = 1
-    narrows_input = True
     options: RerankerOptions
 
     def prepare(self, task: TaskData) -> None:
@@ -42,14 +41,8 @@ class Reranker(Stage):
         self.corpus: Corpus = task.corpus
 
     def passage(self, docid: str) -> str:
-        """The document's text as the model sees it: chosen fields, cut to max_words."""
-        doc = self.corpus.get(docid)
-        if doc is None:
-            return ""
-        o = self.options
-        parts = [doc.title if f == "title" else doc.text if f == "text" else str(doc.extra.get(f, "")) for f in o.fields]
-        text = ": ".join(p.strip() for p in parts if p and p.strip())
-        return truncate_words(text, o.max_words)
+        """The document's text as the model sees it: chosen fields joined by ': ', cut to max_words (passages.py)."""
+        return render(self.corpus.get(docid), "plain", self.options.fields, self.options.max_words)
 
     def rerank(self, query: Query, candidates: Ranking) -> Ranking:
         """Reorder one query's candidates (already cut to top_k)."""
@@ -86,11 +79,6 @@ def windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
         if start == 0:
             return out
         end -= stride
-
-
-def truncate_words(text: str, n: int) -> str:
-    words = text.split()
-    return " ".join(words[:n])
 
 
 def by_order(qid: str, docids: list[str]) -> Ranking:

@@ -6,8 +6,8 @@ For users' trained rerankers from the Hub (cross-encoder/ms-marco-MiniLM-L6-v2,
 BAAI/bge-reranker-base, ...) or a local folder. No trained cross-encoder ships inside a PyPI
 package, so offline (this project's CI) the stage is tested with a model built locally from
 the bundled MiniLM encoder and a randomly initialised head: that checks the plumbing, not
-the quality. Scores are the model's outputs after its own activation (sigmoid for one label) unless `activation` says otherwise;
-ties keep the first-stage order.
+the quality. Scores are the model's outputs after its own activation (sigmoid for one label)
+unless `activation` says otherwise; ties keep the first-stage order.
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ragbench.errors import RagbenchError
-from ragbench.models import resolve
+from ragbench.models import resolve, resolve_device, shared
 from ragbench.rerankers.base import Reranker, RerankerOptions
-from ragbench.retrievers.dense import resolve_device
 from ragbench.types import Query, Ranking
-
-# one loaded model per (path, device, max_length) per process
-_MODELS: dict[tuple[str, str, int | None], Any] = {}
 
 
 class CrossEncoderOptions(RerankerOptions):
@@ -32,7 +28,9 @@ class CrossEncoderOptions(RerankerOptions):
     batch_size: int = Field(32, ge=1, description="pairs per forward pass")
     max_length: int | None = Field(None, ge=8, description="tokens per (query, passage) pair; default the model's")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, mps, or auto")
-    activation: Literal["model", "none", "sigmoid"] = Field("model", description="model = the model's own (sigmoid for one label); none = raw logits; the order is the same")
+    activation: Literal["model", "none", "sigmoid"] = Field(
+        "model",
+        description="model = the model's own (sigmoid for one label); none = raw logits; the order is the same")
 
 
 class CrossEncoderReranker(Reranker):
@@ -45,17 +43,21 @@ class CrossEncoderReranker(Reranker):
 
     @property
     def model(self) -> Any:
+        """The CrossEncoder, loaded once per (weights, device, max_length) per process."""
         o = self.options
-        self.resolved = resolve(o.model)
-        key = (self.resolved.path, resolve_device(o.device), o.max_length)
-        if key not in _MODELS:
+        resolved = self.resolved = resolve(o.model)
+        device = resolve_device(o.device)
+
+        def load() -> Any:
             from sentence_transformers import CrossEncoder
 
             try:
-                _MODELS[key] = CrossEncoder(self.resolved.path, device=key[1], max_length=o.max_length)
+                return CrossEncoder(resolved.path, device=device, max_length=o.max_length)
             except (OSError, ValueError) as e:
-                raise RagbenchError.at("model", f"cannot load cross-encoder '{o.model}' ({self.resolved.source}: {self.resolved.path}): {e}") from None
-        return _MODELS[key]
+                msg = f"cannot load cross-encoder '{o.model}' ({resolved.source}: {resolved.path}): {e}"
+                raise RagbenchError.at("model", msg) from None
+
+        return shared(("cross_encoder", resolved.path, device, o.max_length), load)
 
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
         # one predict call for the whole batch: pairs of every query, scored together
@@ -76,5 +78,6 @@ class CrossEncoderReranker(Reranker):
         return out
 
     def identity(self) -> dict[str, Any]:
-        return {"model": resolve(self.options.model).identity(), "sentence-transformers": version("sentence-transformers"),
+        return {"model": resolve(self.options.model).identity(),
+                "sentence-transformers": version("sentence-transformers"),
                 "device": resolve_device(self.options.device)}

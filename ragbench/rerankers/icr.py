@@ -39,8 +39,7 @@ because ICR scores from different prompts cannot be compared.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,7 +47,10 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from ragbench.errors import RagbenchError
-from ragbench.llm.config import LLMConfig, TransformersLLMConfig, make_llm
+from ragbench.llm.base import ATTENTION
+from ragbench.llm.config import LLMConfig, TransformersLLMConfig
+from ragbench.llm.factory import backend_class, make_llm
+from ragbench.passages import render
 from ragbench.rerankers.base import (
     LLMReranker,
     LLMRerankerOptions,
@@ -104,37 +106,33 @@ def detect_format(config: Any, tokenizer: Any) -> str:
     return "chat_template"
 
 
-def truncate_by_space(text: str, n: int) -> str:
-    """The authors' cut: the first n pieces of text.split(' ') (newlines and runs of spaces kept as they are)."""
-    return " ".join(text.split(" ")[:n])
-
-
-def passage_text(title: str, body: str, max_words: int, with_title: bool = True) -> str:
-    """(title + "\\n" + cut body).strip(), or the cut body stripped where titles are not shown (fiqa)."""
-    cut = truncate_by_space(body, max_words)
-    return f"{title}\n{cut}".strip() if with_title else cut.strip()
-
-
 class ICROptions(LLMRerankerOptions):
-    fields: tuple[str, ...] = Field(("title", "text"), description="document fields shown: the title on its own line, then the others (the authors' title + '\\n' + text)")
+    fields: tuple[str, ...] = Field(("title", "text"), description="document fields shown: the title on its own line, "
+                                                                  "then the others (the authors' title + '\\n' + text)")
     max_words: int = Field(300, ge=1, description="each passage's text is cut to its first N space-separated words "
                                                   "(the authors' BEIR scripts: 300)")
-    instruction: Literal["qa", "ie"] = Field("qa", description="late instruction: qa (NQ, trec-covid, fiqa, touche, dbpedia, multi-hop) | ie (other BEIR sets)")
+    instruction: Literal["qa", "ie"] = Field("qa", description="late instruction: qa (NQ, trec-covid, fiqa, touche, "
+                                                               "dbpedia, multi-hop) | ie (other BEIR sets)")
     prompt_format: PromptFormat = Field("auto", description="auto (the authors' layout for Mistral and Llama-3, "
                                                             "else chat_template) | mistral | llama3 | chat_template")
-    reverse_order: bool = Field(True, description="put the first-stage top document last, next to the query (the authors' scripts)")
-    calibration: bool = Field(True, description="subtract the 'N/A'-query attention and drop outlier tokens (false: the query_last ablation)")
+    reverse_order: bool = Field(True, description="put the first-stage top document last, next to the query "
+                                                  "(the authors' scripts)")
+    calibration: bool = Field(True, description="subtract the 'N/A'-query attention and drop outlier tokens "
+                                                "(false: the query_last ablation)")
     separator: str | None = Field(None, description="between prompt parts; default the format's: "
                                                     "'\\n\\n' (mistral, chat_template), ' \\n\\n' (llama3)")
-    window: int | None = Field(None, ge=2, description="candidates per prompt; default all of them in one prompt (ICR is worse with windows)")
+    window: int | None = Field(None, ge=2, description="candidates per prompt; default all of them in one prompt "
+                                                       "(ICR is worse with windows)")
     stride: int | None = Field(None, ge=1, description="window step, bottom-up; default window // 2")
-    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="must be backend 'transformers'; ICR loads the model with eager attention")
+    llm: LLMConfig = Field(default_factory=TransformersLLMConfig, description="must be backend 'transformers'; "
+                                                                            "ICR loads the model with eager attention")
 
     @field_validator("llm")
     @classmethod
     def _needs_attention(cls, v: Any) -> Any:
-        if v.backend != "transformers":
-            raise ValueError(f"icr reads attention weights, which only backend 'transformers' exposes (got backend '{v.backend}')")
+        if ATTENTION not in backend_class(v.backend).capabilities:
+            raise ValueError("icr reads attention weights, which only backend 'transformers' exposes "
+                             f"(got backend '{v.backend}')")
         return v
 
     @model_validator(mode="after")
@@ -194,82 +192,14 @@ def build_prompt(llm: TransformersLLM, query: str, docs: Sequence[str], instruct
     else:
         raise ValueError(f"unknown ICR prompt_format '{prompt_format}'")
     if not getattr(llm.tokenizer, "is_fast", False):
-        raise RagbenchError.at("llm.model", f"ICR needs a fast (Rust) tokenizer for '{llm.model_name}': spans come from its offset mapping")
+        raise RagbenchError.at("llm.model", f"ICR needs a fast (Rust) tokenizer for '{llm.model_name}': "
+                               "spans come from its offset mapping")
     enc = llm.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
     starts = [a for a, _ in enc["offset_mapping"]]
     ends = [b for _, b in enc["offset_mapping"]]
     spans = [(bisect.bisect_left(starts, base + a), bisect.bisect_left(starts, base + b)) for a, b in char_spans]
     query_start = bisect.bisect_right(ends, base + instruction_at)  # the token holding the instruction's first char
     return Prompt(list(enc["input_ids"]), spans, query_start, text)
-
-
-def _self_attention_modules(model: Any) -> list[Any]:
-    mods = [m for name, m in model.named_modules() if name.endswith("self_attn")]
-    if not mods:
-        raise RagbenchError.at("llm.model", f"{type(model).__name__} has no '*.self_attn' modules; ICR needs a decoder-only transformer")
-    return mods
-
-
-@contextmanager
-def _implementation(model: Any, name: str) -> Iterator[None]:
-    """Run with another attention implementation (where the model supports it), then restore."""
-    old = model.config._attn_implementation
-    with suppress(ValueError, ImportError):  # not supported: stay as loaded
-        model.set_attn_implementation(name)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(old)
-
-
-@contextmanager
-def _accumulate(model: Any, acc: Any) -> Iterator[None]:
-    """While active, add each layer's head-summed, query-averaged attention to `acc`.
-
-    Eager attention returns (output, weights (1, heads, |Q|, keys)). The hook reduces the
-    weights at once and returns None in their place, so at most one layer's |Q| rows are
-    alive at any time, and nothing is collected into the model's output.
-    """
-    def hook(module: Any, args: Any, output: Any) -> Any:
-        weights = output[1]
-        if weights is None:
-            raise RuntimeError("attention weights missing: ICR needs attn_implementation 'eager'")
-        acc[: weights.shape[-1]] += weights[0].float().sum(0).mean(0)
-        return (output[0], None, *output[2:])
-
-    handles = [m.register_forward_hook(hook) for m in _self_attention_modules(model)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def attention_mass(model: Any, prefix: list[int], suffixes: Sequence[list[int]]) -> list[np.ndarray]:
-    """For each suffix run after `prefix`: s(j) = sum of layers, heads and mean of suffix tokens.
-
-    The prefix is encoded once, into a KV cache. It uses sdpa because no weights are needed
-    there, and eager would build a heads x P x P matrix per layer. Each suffix then runs
-    eagerly on that cache. The cache is cropped back to the prefix between suffixes. Each
-    result has one value per position of prefix + suffix.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    device = model.device
-    out = []
-    with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
-        with _implementation(model, "sdpa"):
-            model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        for k, suffix in enumerate(suffixes):
-            if k:
-                cache.crop(-len(suffixes[k - 1]))
-            acc = torch.zeros(len(prefix) + len(suffix), dtype=torch.float32, device=device)
-            with _implementation(model, "eager"), _accumulate(model, acc):
-                model(input_ids=torch.tensor([suffix], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-            out.append(acc.double().cpu().numpy())
-    return out
 
 
 def document_scores(s_q: np.ndarray, s_na: np.ndarray | None, spans: Sequence[tuple[int, int]]) -> list[float]:
@@ -298,8 +228,11 @@ class ICR(LLMReranker):
 
     @property
     def llm(self) -> TransformersLLM:
+        """The backend, loaded with eager attention; it must have the ATTENTION capability."""
         if getattr(self, "_llm", None) is None:
-            self._llm = make_llm(self.options.llm.model_copy(update={"attn_implementation": "eager"}), self.env.cache)
+            llm = make_llm(self.options.llm.model_copy(update={"attn_implementation": "eager"}), self.env.cache)
+            llm.require(ATTENTION, "icr")
+            self._llm = llm
         return self._llm  # type: ignore[return-value]
 
     @property
@@ -308,7 +241,7 @@ class ICR(LLMReranker):
         if self._format is None:
             fmt, tok = self.options.prompt_format, self.llm.tokenizer
             if fmt == "auto":
-                fmt = detect_format(self.llm.model.config, tok)
+                fmt = detect_format(self.llm.model_config, tok)
             elif fmt == "llama3" and not all(t in tok.get_vocab() for t in LLAMA3_TOKENS):
                 raise RagbenchError.at("prompt_format", f"'{self.llm.model_name}' has no Llama-3 header tokens; "
                                        "use prompt_format auto or chat_template")
@@ -323,12 +256,7 @@ class ICR(LLMReranker):
 
     def doc_text(self, docid: str, max_words: int) -> str:
         """(title + "\\n" + text).strip(), the text first cut to `max_words` space-separated words (the authors')."""
-        doc = self.corpus.get(docid)
-        if doc is None:
-            return ""
-        fields = self.options.fields
-        body = " ".join(str(doc.text if f == "text" else doc.extra.get(f, "")) for f in fields if f != "title")
-        return passage_text(doc.title or "", body, max_words, with_title="title" in fields)
+        return render(self.corpus.get(docid), "title_line", self.options.fields, max_words)
 
     def prompts(self, query: str, docids: Sequence[str]) -> tuple[Prompt, Prompt | None]:
         """The real and calibration prompts, passages shrunk until both fit the context."""
@@ -343,11 +271,15 @@ class ICR(LLMReranker):
             if over <= 0:
                 break
             if words == 1:
-                raise RagbenchError.at("llm", f"the ICR prompt for {len(docids)} passages is {over} tokens over the context length {llm.context_length} even at one word per passage; lower top_k or set window")
+                raise RagbenchError.at("llm", f"the ICR prompt for {len(docids)} passages is {over} tokens over the "
+                                       f"context length {llm.context_length} even at one word per passage; "
+                                       "lower top_k or set window")
             words = max(1, words - max(1, over // (4 * len(docids))))
         if words < o.max_words:
             self.shrunk += 1
-        if na is not None and (na.ids[:na.query_start] != real.ids[:real.query_start] or na.doc_spans != real.doc_spans):
+        shared_prefix = na is None or (na.ids[:na.query_start] == real.ids[:real.query_start]
+                                       and na.doc_spans == real.doc_spans)
+        if not shared_prefix:
             raise RuntimeError("ICR: the calibration prompt does not share the real prompt's prefix")
         return real, na
 
@@ -359,7 +291,7 @@ class ICR(LLMReranker):
         shown = list(docids)[::-1] if self.options.reverse_order else list(docids)
         real, na = self.prompts(query, shown)
         suffixes = [na.ids[na.query_start:]] if na else []
-        masses = attention_mass(self.llm.model, real.ids[:real.query_start], [*suffixes, real.ids[real.query_start:]])
+        masses = self.llm.attention_mass(real.ids[:real.query_start], [*suffixes, real.ids[real.query_start:]])
         scores = document_scores(masses[-1], masses[0] if na else None, real.doc_spans)
         self.llm.stats.requests += 1
         self.llm.stats.seconds += time.perf_counter() - start
@@ -380,4 +312,5 @@ class ICR(LLMReranker):
     def finish(self) -> None:
         super().finish()
         if self.shrunk:
-            self.env.reporter.log(f"{self.env.stage_id}: {self.shrunk} prompts had their passages cut below max_words={self.options.max_words} to fit the context")
+            self.env.reporter.log(f"{self.env.stage_id}: {self.shrunk} prompts had their passages cut below "
+                                  f"max_words={self.options.max_words} to fit the context")

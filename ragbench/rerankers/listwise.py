@@ -22,12 +22,8 @@ from typing_extensions import Self
 
 from ragbench.errors import RagbenchError
 from ragbench.llm.base import Chat, Sampling
-from ragbench.rerankers.base import (
-    LLMReranker,
-    LLMRerankerOptions,
-    by_order,
-    truncate_words,
-)
+from ragbench.passages import cut_words, render
+from ragbench.rerankers.base import LLMReranker, LLMRerankerOptions, by_order
 from ragbench.stage import StageOptions
 from ragbench.types import Query, Ranking
 
@@ -97,19 +93,6 @@ def hide_ids(text: str) -> str:
     return _NUMBER_ID.sub(r"(\1)", text)
 
 
-def rank_llm_passage(title: str, content: str, max_words: int) -> str:
-    """A passage as rank_llm lays it out (`_convert_doc_to_prompt_content`).
-
-    `Title: {title} Content: {content}` when the title is non-empty, else the content alone;
-    mojibake repaired with ftfy (rank_llm's `fix_text`); then whitespace collapsed and the
-    first `max_words` words kept, the title and both labels counting as words.
-    """
-    from ftfy import fix_text
-
-    text = f"Title: {title} Content: {content}" if title else content
-    return truncate_words(fix_text(text.strip()), max_words)
-
-
 def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Chat:
     """RankZephyr's single-turn prompt for one window: prefix, one `[id] passage` line each, suffix."""
     from ftfy import fix_text
@@ -125,17 +108,20 @@ def build_chat(query: str, passages: list[str], identifiers: Identifiers) -> Cha
 
 class WindowOptions(LLMRerankerOptions):
     window: int = Field(20, ge=2, description="passages per LLM call")
-    stride: int | None = Field(None, ge=1, description="how far the window moves up each step (<= window); default window // 2 (10 for 20)")
+    stride: int | None = Field(None, ge=1, description="how far the window moves up each step (<= window); default "
+                                                       "window // 2 (10 for 20)")
     passes: int = Field(1, ge=1, description="sliding-window sweeps over the list (rank_llm's num_passes)")
-    passage_format: PassageFormat = Field("rank_llm", description="rank_llm: 'Title: {title} Content: {text}' (what RankZephyr "
-                                          "and FIRST were trained on) | plain: the fields joined by ': '")
-    context_size: int | None = Field(4096, ge=1, description="rank_llm's context_size: a window's prompt may use this many tokens "
-                                     "minus those of a full permutation; null: only the model's context length limits it")
+    passage_format: PassageFormat = Field("rank_llm", description="rank_llm: 'Title: {title} Content: {text}' (what "
+                                          "RankZephyr and FIRST were trained on) | plain: the fields joined by ': '")
+    context_size: int | None = Field(4096, ge=1, description="rank_llm's context_size: a window's prompt may use this "
+                                     "many tokens minus those of a full permutation; null: only the model's context "
+                                     "length limits it")
 
     @model_validator(mode="after")
     def _stride_fits(self) -> Self:
         if self.stride is not None and self.stride > self.window:
-            raise ValueError(f"stride {self.stride} is larger than window {self.window}: documents between windows would never be compared")
+            raise ValueError(f"stride {self.stride} is larger than window {self.window}: documents between windows "
+                             "would never be compared")
         return self
 
     @property
@@ -144,13 +130,16 @@ class WindowOptions(LLMRerankerOptions):
 
 
 class ListwiseOptions(WindowOptions):
-    identifiers: Identifiers = Field("numeric", description="numeric [1] [2] ... | letters [A] [B] ... (FIRST's, at most 26)")
-    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; default: the tokens of a full window permutation (rank_llm)")
+    identifiers: Identifiers = Field("numeric", description="numeric [1] [2] ... | letters [A] [B] ... (FIRST's, at "
+                                                            "most 26)")
+    max_new_tokens: int | None = Field(None, ge=1, description="generation budget; default: the tokens of a full "
+                                                               "window permutation (rank_llm)")
 
     @model_validator(mode="after")
     def _letters_fit(self) -> Self:
         if self.identifiers == "letters" and self.window > MAX_LETTERS:
-            raise ValueError(f"identifiers 'letters' (A-Z) label at most {MAX_LETTERS} passages, but window is {self.window}")
+            raise ValueError(f"identifiers 'letters' (A-Z) label at most {MAX_LETTERS} passages, but window is "
+                             f"{self.window}")
         return self
 
 
@@ -164,14 +153,9 @@ class SlidingWindow(LLMReranker):
     windows_done = 0
 
     def passage(self, docid: str) -> str:
-        """The passage as the prompt shows it: rank_llm's layout, or `plain` (the shared 'title: text')."""
+        """The passage as the prompt shows it: rank_llm's layout, or `plain` (the shared 'title: text'); passages.py."""
         o = self.options
-        doc = self.corpus.get(docid)
-        if o.passage_format == "plain" or doc is None:
-            return super().passage(docid)
-        title = doc.title if "title" in o.fields else ""
-        rest = [doc.text if f == "text" else str(doc.extra.get(f, "")) for f in o.fields if f != "title"]
-        return rank_llm_passage(title, ": ".join(p.strip() for p in rest if p and p.strip()), o.max_words)
+        return render(self.corpus.get(docid), o.passage_format, o.fields, o.max_words)
 
     def permutation_tokens(self, n: int) -> int:
         """Tokens of a full n-passage answer `[1] > [2] > ...` (rank_llm's `num_output_tokens`)."""
@@ -198,7 +182,7 @@ class SlidingWindow(LLMReranker):
         budget, what = self.prompt_budget(len(docids), max_new)
         limit = self.options.max_words
         while True:
-            chat = build_chat(query.text, [truncate_words(t, limit) for t in texts], self.identifiers)
+            chat = build_chat(query.text, [cut_words(t, limit) for t in texts], self.identifiers)
             over = self.llm.prompt_tokens(chat, self.reply_prefix) - budget
             if over <= 0:
                 return chat
@@ -232,7 +216,8 @@ class SlidingWindow(LLMReranker):
 
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
         upstream = inputs[0]
-        return self.rerank_many([(q, (upstream.get(q.id) or Ranking(q.id, [], [])).top(self.options.top_k)) for q in queries])
+        top = self.options.top_k
+        return self.rerank_many([(q, (upstream.get(q.id) or Ranking(q.id, [], [])).top(top)) for q in queries])
 
     def finish(self) -> None:
         s = self.llm.stats

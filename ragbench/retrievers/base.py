@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-from ragbench.stage import Stage
+from ragbench.outputs import Rankings
+from ragbench.stage import Contract, Stage
 from ragbench.types import Query, Ranking, TaskData
 
 
 class Retriever(Stage):
-    kind = "retriever"
-    min_inputs = 0
-    max_inputs = 0
+    contract = Contract("retriever", Rankings)
 
     def prepare(self, task: TaskData) -> None:
         if task.corpus is None:

@@ -43,11 +43,14 @@ _VARIANTS = {
 
 
 class BM25Options(StageOptions):
-    engine: Literal["bm25s", "rank_bm25", "lucene"] = Field("bm25s", description="bm25s | rank_bm25 | lucene (pyserini)")
+    engine: Literal["bm25s", "rank_bm25", "lucene"] = Field("bm25s",
+                                                            description="bm25s | rank_bm25 | lucene (pyserini)")
     k1: float = Field(0.9, ge=0, description="term-frequency saturation")
     b: float = Field(0.4, ge=0, le=1, description="length normalisation")
-    variant: str | None = Field(None, description="idf/tf formula; default: lucene (bm25s, lucene), robertson (rank_bm25)")
-    fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1, description="document fields indexed, joined by a space")
+    variant: str | None = Field(
+        None, description="idf/tf formula; default: lucene (bm25s, lucene), robertson (rank_bm25)")
+    fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1,
+                                                         description="document fields indexed, joined by a space")
     analyzer: AnalyzerOptions = Field(default_factory=AnalyzerOptions)
     top_k: int = Field(1000, ge=1, description="documents returned per query")
     threads: int = Field(1, ge=1, description="search threads (bm25s, lucene)")
@@ -56,7 +59,8 @@ class BM25Options(StageOptions):
     def _engine_support(self) -> BM25Options:
         variant = self.resolved_variant
         if variant not in _VARIANTS[self.engine]:
-            raise ValueError(f"variant '{variant}' is not available on engine '{self.engine}' (choose from {', '.join(sorted(_VARIANTS[self.engine]))})")
+            choices = ", ".join(sorted(_VARIANTS[self.engine]))
+            raise ValueError(f"variant '{variant}' is not available on engine '{self.engine}' (choose from {choices})")
         if self.engine == "lucene" and self.analyzer.stemmer == "english":
             raise ValueError("engine 'lucene' stems with porter, krovetz or none (not 'english')")
         if self.engine != "lucene" and self.analyzer.stemmer == "krovetz":
@@ -92,7 +96,8 @@ class BM25(Retriever):
 
     def identity(self) -> dict[str, Any]:
         pkg = {"bm25s": "bm25s", "rank_bm25": "rank-bm25", "lucene": "pyserini"}[self.options.engine]
-        ident: dict[str, Any] = {"engine": self.options.engine, "variant": self.options.resolved_variant, pkg: version(pkg)}
+        ident: dict[str, Any] = {"engine": self.options.engine, "variant": self.options.resolved_variant,
+                                 pkg: version(pkg)}
         if self.options.engine == "lucene":
             from ragbench._java import java_version
 
@@ -130,9 +135,11 @@ class _Bm25sEngine:
         out = {q.id: Ranking(q.id, [], []) for q, ids in zip(queries, token_ids, strict=True) if not ids}
         todo = [(q, ids) for q, ids in zip(queries, token_ids, strict=True) if ids]
         if todo:
-            docs, scores = self.retriever.retrieve([ids for _, ids in todo], k=k, show_progress=False, n_threads=self.o.threads)
+            docs, scores = self.retriever.retrieve([ids for _, ids in todo], k=k, show_progress=False,
+                                                   n_threads=self.o.threads)
             for (q, _), d_row, s_row in zip(todo, docs, scores, strict=True):
-                out[q.id] = Ranking.from_scores(q.id, [(self.doc_ids[d], float(s)) for d, s in zip(d_row, s_row, strict=True) if s > 0])
+                pairs = [(self.doc_ids[d], float(s)) for d, s in zip(d_row, s_row, strict=True) if s > 0]
+                out[q.id] = Ranking.from_scores(q.id, pairs)
         return out
 
 
@@ -145,7 +152,8 @@ class _RankBm25Engine:
     def build(self, texts, n: int, key: str) -> None:
         import rank_bm25
 
-        cls = {"robertson": rank_bm25.BM25Okapi, "bm25l": rank_bm25.BM25L, "bm25+": rank_bm25.BM25Plus}[self.o.resolved_variant]
+        classes = {"robertson": rank_bm25.BM25Okapi, "bm25l": rank_bm25.BM25L, "bm25+": rank_bm25.BM25Plus}
+        cls = classes[self.o.resolved_variant]
         with self.stage.env.reporter.task("rank_bm25: tokenising corpus", n, "docs") as advance:
             tokens = [self.analyzer(t) for t in texts]
             advance(n)
@@ -161,7 +169,8 @@ class _RankBm25Engine:
                 continue
             scores = self.bm25.get_scores(terms)
             top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-            out[q.id] = Ranking.from_scores(q.id, [(self.doc_ids[i], float(scores[i])) for i in top if scores[i] > 0], k)
+            pairs = [(self.doc_ids[i], float(scores[i])) for i in top if scores[i] > 0]
+            out[q.id] = Ranking.from_scores(q.id, pairs, k)
         return out
 
 
@@ -202,11 +211,14 @@ class _LuceneEngine:
         path = self.stage.artifact_dir(key, build)
         self.searcher = LuceneSearcher(str(path))
         self.searcher.set_bm25(self.o.k1, self.o.b)
-        self.searcher.set_analyzer(get_lucene_analyzer(stemmer=stemmer, stemming=stemmer != "none", stopwords=not keep_stop))
+        analyzer = get_lucene_analyzer(stemmer=stemmer, stemming=stemmer != "none", stopwords=not keep_stop)
+        self.searcher.set_analyzer(analyzer)
 
     def search(self, queries: list[Query], k: int) -> dict[str, Ranking]:
-        hits = self.searcher.batch_search([q.text for q in queries], [q.id for q in queries], k=k, threads=self.o.threads)
-        return {q.id: Ranking.from_scores(q.id, [(h.docid, float(h.score)) for h in hits.get(q.id, [])]) for q in queries}
+        hits = self.searcher.batch_search([q.text for q in queries], [q.id for q in queries], k=k,
+                                          threads=self.o.threads)
+        return {q.id: Ranking.from_scores(q.id, [(h.docid, float(h.score)) for h in hits.get(q.id, [])])
+                for q in queries}
 
 
 _ENGINES = {"bm25s": _Bm25sEngine, "rank_bm25": _RankBm25Engine, "lucene": _LuceneEngine}

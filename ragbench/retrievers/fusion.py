@@ -20,14 +20,16 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ragbench.errors import RagbenchError
-from ragbench.stage import Stage, StageOptions
+from ragbench.outputs import Rankings
+from ragbench.stage import Contract, Stage, StageOptions
 from ragbench.types import Query, Ranking
 
 
 class FusionOptions(StageOptions):
     method: Literal["rrf", "weighted"] = Field("rrf", description="rrf | weighted (min-max normalised weighted sum)")
     k: int = Field(60, ge=0, description="RRF constant")
-    weights: tuple[float, ...] | None = Field(None, description="one per input, for method weighted; default equal (a missing run adds 0)")
+    weights: tuple[float, ...] | None = Field(
+        None, description="one per input, for method weighted; default equal (a missing run adds 0)")
     depth: int = Field(1000, ge=1, description="documents read from each input ranking")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
 
@@ -49,17 +51,16 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = 60, depth: int | None = None
 
 
 class Fusion(Stage):
-    kind = "retriever"
+    contract = Contract("retriever", Rankings, consumes=Rankings, inputs=(2, 16))
     Options = FusionOptions
-    min_inputs = 2
-    max_inputs = 16
     version = "2"  # 2: RRF ranks are input positions (ranx's unstable re-sort by score dropped)
     options: FusionOptions
 
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Ranking]:
         o = self.options
         if o.weights is not None and len(o.weights) != len(inputs):
-            raise RagbenchError.at(f"stage {self.env.stage_id}", f"{len(o.weights)} weights for {len(inputs)} inputs", path="weights")
+            raise RagbenchError.at(f"stage {self.env.stage_id}", f"{len(o.weights)} weights for {len(inputs)} inputs",
+                                   path="weights")
         per_input = [{q.id: rankings.get(q.id) or Ranking(q.id, [], []) for q in queries} for rankings in inputs]
         if o.method == "rrf":
             return {q.id: Ranking.from_scores(q.id, rrf([run[q.id].docids for run in per_input], o.k, o.depth), o.top_k)
@@ -84,11 +85,13 @@ class Fusion(Stage):
             if len(present) == 1:  # ranx fuses two or more runs; one run's fused score is its own term
                 out.update({qid: self._single(per_input[present[0]][qid], weights[present[0]]) for qid in qids})
                 continue
-            runs = [Run.from_dict({qid: dict(zip(per_input[i][qid].docids[:o.depth], per_input[i][qid].scores[:o.depth], strict=True))
+            runs = [Run.from_dict({qid: dict(zip(per_input[i][qid].docids[:o.depth], per_input[i][qid].scores[:o.depth],
+                                                 strict=True))
                                    for qid in qids}) for i in present]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # numba's cast warning inside ranx's min-max
-                fused = fuse(runs=runs, norm="min-max", method="wsum", params={"weights": [weights[i] for i in present]})
+                fused = fuse(runs=runs, norm="min-max", method="wsum",
+                             params={"weights": [weights[i] for i in present]})
             scores = fused.to_dict()
             out.update({qid: Ranking.from_scores(qid, scores.get(qid, {}), o.top_k) for qid in qids})
         return out

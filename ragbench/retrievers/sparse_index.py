@@ -3,8 +3,9 @@
 Source and deviations: docs/methods.md, "Sparse index (learned sparse retrievers)".
 
 Documents are sparse vectors over a model's vocabulary (term id -> weight). They are encoded
-once, in chunks that are cached as they finish (an interrupted encoding resumes at the
-first missing chunk), and stored as one scipy CSR matrix (`docs.npz`, N x V) in the cache.
+once, in parts saved as they finish (the shared resumable protocol, encoding.py: an
+interrupted encoding resumes after the last saved part), and stored as one scipy CSR matrix
+(`docs.npz`, N x V) in the cache.
 A query's score for a document is the dot product of their vectors.
 
 Engines (`engine:`):
@@ -25,12 +26,11 @@ breaks ties by document id, so the rankings do not depend on the engine's intern
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import json
-import shutil
 import tempfile
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -41,7 +41,8 @@ from scipy import sparse
 
 from ragbench.cache import atomic_write, make_key
 from ragbench.retrievers.base import Retriever
-from ragbench.stage import StageOptions
+from ragbench.retrievers.encoding import CorpusEncoding
+from ragbench.stage import StageEnv, StageOptions
 from ragbench.types import Query, Ranking, TaskData
 
 #: scores materialised per query batch and document block (float32 + int32 index each)
@@ -92,6 +93,77 @@ def top_k_with_ties(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
 
 
 # ----------------------------------------------------------------------------- corpus encoding
+class SparseCorpusEncoding(CorpusEncoding[Encoded]):
+    """The corpus's sparse rows (and optional dense rows), one pair of files per part (encoding.py)."""
+
+    def __init__(self, env: StageEnv, key: str, texts: Sequence[str], encode: Callable[[list[str]], Encoded],
+                 vocab_size: int, batch_size: int, chunk_docs: int, description: str):
+        super().__init__(env, key, max(chunk_docs, batch_size), description)
+        self.all_texts, self.encode, self.vocab_size, self.batch_size = texts, encode, vocab_size, batch_size
+
+    def plan(self, work: Path) -> int:
+        return len(self.all_texts)
+
+    def settings(self) -> dict[str, Any]:
+        return {"part_rows": self.part_rows, "vocab_size": self.vocab_size}  # part files are found by start row
+
+    def texts(self, start: int) -> Iterator[str]:
+        return itertools.islice(self.all_texts, start, None)
+
+    def encode_part(self, texts: list[str]) -> Encoded:
+        rows: list[sparse.csr_matrix] = []
+        dense_rows: list[np.ndarray] = []
+        # longest first, so a batch pads little and the largest batch (memory) comes first
+        order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+        for b in range(0, len(order), self.batch_size):
+            batch = [texts[i] for i in order[b:b + self.batch_size]]
+            m, d = self.encode(batch)
+            if m.shape != (len(batch), self.vocab_size):
+                raise RuntimeError(f"encoder returned a {m.shape} matrix for {len(batch)} texts "
+                                   f"(vocabulary {self.vocab_size})")
+            rows.append(m)
+            if d is not None:
+                dense_rows.append(np.asarray(d, dtype=np.float32))
+        back = np.argsort(np.asarray(order))  # row of each document, in corpus order
+        part = sparse.vstack(rows, format="csr", dtype=np.float32)[back]
+        part.sort_indices()
+        return part, np.ascontiguousarray(np.concatenate(dense_rows)[back]) if dense_rows else None
+
+    @staticmethod
+    def _files(work: Path, start: int) -> tuple[Path, Path]:
+        return work / f"{start:010d}.npz", work / f"{start:010d}.dense.npy"
+
+    def rows_on_disk(self, work: Path, recorded: int) -> int:
+        for start in range(0, recorded, self.part_rows):
+            if not self._files(work, start)[0].exists():
+                return start
+        return recorded
+
+    def save_part(self, work: Path, start: int, part: Encoded) -> None:
+        spath, dpath = self._files(work, start)
+        if part[1] is not None:
+            _save_npy(dpath, part[1])
+        _save_npz(spath, part[0])
+
+    def assemble(self, work: Path, out: Path, rows: int) -> None:
+        starts = range(0, rows, self.part_rows)
+        parts = [sparse.load_npz(self._files(work, s)[0]).tocsr() for s in starts]
+        matrix = sparse.vstack(parts, format="csr", dtype=np.float32) if parts else \
+            sparse.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        _save_npz(out / "docs.npz", matrix)
+        dense_files = [self._files(work, s)[1] for s in starts]
+        present = [f for f in dense_files if f.exists()]
+        if present and len(present) != len(dense_files):
+            raise RuntimeError(f"{work}: some parts lack their dense vectors; delete the folder and re-run")
+        if present:
+            _save_npy(out / "dense.npy", np.concatenate([np.load(f) for f in present]))
+        data = matrix.data
+        meta = {"docs": rows, "vocab_size": self.vocab_size, "nnz": int(matrix.nnz),
+                "integer": bool(np.all(np.equal(np.mod(data, 1), 0))) if data.size else True,
+                "dense_dim": int(np.load(present[0], mmap_mode="r").shape[1]) if present else None}
+        (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
 def _save_npz(path: Path, m: sparse.spmatrix) -> None:
     atomic_write(path, lambda f: sparse.save_npz(f, m, compressed=False))
 
@@ -104,69 +176,10 @@ def encode_corpus(stage: Retriever, key: str, texts: Sequence[str], encode: Call
                   vocab_size: int, batch_size: int, chunk_docs: int, description: str) -> Path:
     """The cached folder holding the corpus's vectors: docs.npz (N x V CSR), dense.npy if any.
 
-    Encoding runs `encode` on batches of `batch_size` texts; every `chunk_docs` documents the
-    finished rows are saved under <cache>/partial/<key>, so a killed run resumes there.
+    `encode` runs on batches of `batch_size` texts; every `chunk_docs` documents the finished
+    rows are saved in the work folder, so a killed run resumes there.
     """
-    n = len(texts)
-    partial = stage.env.cache.root / "partial" / key[:2] / key
-
-    def build(tmp: Path) -> None:
-        partial.mkdir(parents=True, exist_ok=True)
-        chunk_docs_ = max(chunk_docs, batch_size)
-        starts = list(range(0, n, chunk_docs_))
-        done = [s for s in starts if (partial / f"{s:010d}.npz").exists()]
-        if done:
-            stage.env.reporter.log(f"{description}: resuming, {len(done)} of {len(starts)} chunks already encoded")
-        sparse_parts: list[sparse.csr_matrix] = []
-        dense_parts: list[np.ndarray] = []
-        with stage.env.reporter.task(description, n, "docs") as advance:
-            advance(sum(min(chunk_docs_, n - s) for s in done))
-            for s in starts:
-                spath, dpath = partial / f"{s:010d}.npz", partial / f"{s:010d}.dense.npy"
-                if spath.exists():
-                    sparse_parts.append(sparse.load_npz(spath).tocsr())
-                    if dpath.exists():
-                        dense_parts.append(np.load(dpath))
-                    continue
-                rows: list[sparse.csr_matrix] = []
-                dense_rows: list[np.ndarray] = []
-                # longest first, so a batch pads little and the largest batch (memory) comes first
-                order = sorted(range(s, min(s + chunk_docs_, n)), key=lambda i: (-len(texts[i]), i))
-                for b in range(0, len(order), batch_size):
-                    batch = [texts[i] for i in order[b:b + batch_size]]
-                    m, d = encode(batch)
-                    if m.shape != (len(batch), vocab_size):
-                        raise RuntimeError(f"encoder returned a {m.shape} matrix for {len(batch)} texts (vocabulary {vocab_size})")
-                    rows.append(m)
-                    if d is not None:
-                        dense_rows.append(np.asarray(d, dtype=np.float32))
-                    advance(len(batch))
-                back = np.argsort(np.asarray(order) - s)  # row of each document, in corpus order
-                chunk = sparse.vstack(rows, format="csr", dtype=np.float32)[back]
-                chunk.sort_indices()
-                if dense_rows:
-                    dense = np.ascontiguousarray(np.concatenate(dense_rows)[back])
-                    _save_npy(dpath, dense)  # before the npz: the npz's presence marks the chunk complete
-                    dense_parts.append(dense)
-                _save_npz(spath, chunk)
-                sparse_parts.append(chunk)
-        matrix = sparse.vstack(sparse_parts, format="csr", dtype=np.float32) if sparse_parts else sparse.csr_matrix((0, vocab_size), dtype=np.float32)
-        _save_npz(tmp / "docs.npz", matrix)
-        if dense_parts:
-            if len(dense_parts) != len(sparse_parts):
-                raise RuntimeError(f"{partial}: some chunks lack their dense vectors; delete the folder and re-run")
-            _save_npy(tmp / "dense.npy", np.concatenate(dense_parts))
-        data = matrix.data
-        meta = {"docs": n, "vocab_size": vocab_size, "nnz": int(matrix.nnz),
-                "integer": bool(np.all(np.equal(np.mod(data, 1), 0))) if data.size else True,
-                "dense_dim": int(dense_parts[0].shape[1]) if dense_parts else None}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-
-    path = stage.artifact_dir(key, build)
-    shutil.rmtree(partial, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        partial.parent.rmdir()  # the two-letter shard folder, when this was its last entry
-    return path
+    return SparseCorpusEncoding(stage.env, key, texts, encode, vocab_size, batch_size, chunk_docs, description).run()
 
 
 # ----------------------------------------------------------------------------- engines
@@ -200,7 +213,8 @@ class ScipySparseIndex:
                     rows = scores.indices[lo:hi][pos].astype(np.int64) + start
                     rows, vals = top_k_with_ties(rows, vals[pos], k)
                     if len(best[i][0]):
-                        rows, vals = top_k_with_ties(np.concatenate([best[i][0], rows]), np.concatenate([best[i][1], vals]), k)
+                        rows, vals = top_k_with_ties(np.concatenate([best[i][0], rows]),
+                                                     np.concatenate([best[i][1], vals]), k)
                     best[i] = (rows, vals)
             out.extend(best)
         return out
@@ -238,7 +252,8 @@ class LuceneImpactIndex:
 
         path = stage.artifact_dir(key, build)
         self.searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path))
-        self._map, self._int, self._list = autoclass("java.util.HashMap"), autoclass("java.lang.Integer"), autoclass("java.util.ArrayList")
+        self._map, self._int = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
+        self._list = autoclass("java.util.ArrayList")
 
     def _quantise(self, indices: np.ndarray, weights: np.ndarray) -> dict[str, int]:
         q = np.rint(weights * self.scale).astype(np.int64)
@@ -277,8 +292,10 @@ def lucene_terms(tokens: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- the stage base
 class SparseOptions(StageOptions):
-    engine: Literal["scipy", "lucene"] = Field("scipy", description="scipy (in-process sparse product) | lucene (Anserini impact index via pyserini)")
-    fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1, description="document fields encoded, joined by a space")
+    engine: Literal["scipy", "lucene"] = Field(
+        "scipy", description="scipy (in-process sparse product) | lucene (Anserini impact index via pyserini)")
+    fields: tuple[Literal["title", "text"], ...] = Field(
+        ("title", "text"), min_length=1, description="document fields encoded, joined by a space")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
     batch_size: int = Field(32, ge=1, description="texts per encoder forward pass")
     device: str = Field("cpu", description="torch device for the encoder")
@@ -317,7 +334,8 @@ class SparseRetriever(Retriever):
         self.load_encoder()
         self.doc_ids = list(task.corpus.docs)
         texts = [d.contents(o.fields) for d in task.corpus.docs.values()]
-        key = make_key("sparse-vectors", type(self).__name__, self.version, self.encoder_key(), o.fields, task.corpus.fingerprint)
+        key = make_key("sparse-vectors", type(self).__name__, self.version, self.encoder_key(), o.fields,
+                       task.corpus.fingerprint)
         vocab = self.vocab()
         self.vectors_dir = encode_corpus(self, key, texts, self.encode_documents, len(vocab), o.batch_size,
                                          self.chunk_docs, f"{type(self).__name__.lower()}: encoding corpus")
@@ -325,7 +343,8 @@ class SparseRetriever(Retriever):
         dense = self.vectors_dir / "dense.npy"
         self.doc_dense = np.load(dense, mmap_mode="r") if dense.exists() else None
         if o.engine == "lucene":
-            self.engine: ScipySparseIndex | LuceneImpactIndex = LuceneImpactIndex(self, self.vectors_dir, self.doc_ids, lucene_terms(vocab), o.threads)
+            self.engine: ScipySparseIndex | LuceneImpactIndex = LuceneImpactIndex(
+                self, self.vectors_dir, self.doc_ids, lucene_terms(vocab), o.threads)
         else:
             self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"))
 
@@ -333,9 +352,11 @@ class SparseRetriever(Retriever):
         if isinstance(self.engine, LuceneImpactIndex):
             hits = self.engine.search(q_sparse, [q.id for q in queries], k)
             return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
-        found = self.engine.search(q_sparse, k)
-        return {q.id: Ranking.from_scores(q.id, [(self.doc_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)], k)
-                for q, (rows, scores) in zip(queries, found, strict=True)}
+        out = {}
+        for q, (rows, scores) in zip(queries, self.engine.search(q_sparse, k), strict=True):
+            hits = [(self.doc_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
+            out[q.id] = Ranking.from_scores(q.id, hits, k)
+        return out
 
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
         q_sparse, _ = self.encode_queries([q.text for q in queries])

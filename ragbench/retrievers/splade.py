@@ -16,16 +16,14 @@ from typing import Any
 from pydantic import Field
 
 from ragbench.errors import RagbenchError
-from ragbench.models import resolve
+from ragbench.models import resolve, resolve_device, shared
 from ragbench.retrievers.sparse_index import Encoded, SparseOptions, SparseRetriever, to_csr
 
 
 class SpladeOptions(SparseOptions):
     model: str = Field("splade-tiny", description="SPLADE model: a bundled name, a local folder or a Hub id")
-    max_length: int | None = Field(None, ge=1, description="tokens per text (default: the model's, 512 for splade-tiny)")
-
-
-_ENCODERS: dict[tuple[str, str, int | None], Any] = {}
+    max_length: int | None = Field(
+        None, ge=1, description="tokens per text (default: the model's, 512 for splade-tiny)")
 
 
 class Splade(SparseRetriever):
@@ -37,25 +35,34 @@ class Splade(SparseRetriever):
         if getattr(self, "encoder", None) is not None:
             return
         o = self.options
-        self.resolved = resolve(o.model)
-        memo = (self.resolved.path, o.device, o.max_length)
-        if memo not in _ENCODERS:
+        resolved = self.resolved = resolve(o.model)
+        device = resolve_device(o.device)
+
+        def load() -> Any:
             from sentence_transformers import SparseEncoder
 
             try:
-                encoder = SparseEncoder(self.resolved.path, device=o.device)
+                encoder = SparseEncoder(resolved.path, device=device)
             except OSError as e:
-                raise RagbenchError.at("model", f"could not load SPLADE model '{o.model}' from {self.resolved.path}: {e}") from None
+                msg = f"could not load SPLADE model '{o.model}' from {resolved.path}: {e}"
+                raise RagbenchError.at("model", msg) from None
             if o.max_length is not None:
                 encoder.max_seq_length = o.max_length
-            _ENCODERS[memo] = encoder
-        self.encoder = _ENCODERS[memo]
+            return encoder
+
+        # one loaded encoder per (weights, device, max_length) per process: stages of later runs reuse it
+        self.encoder = shared(("sparse_encoder", resolved.path, device, o.max_length), load)
         # the output dimension (the MLM vocabulary); SpladePooling does not report it itself
-        self.vocab_size = int(self.encoder.encode_query(["a"], convert_to_sparse_tensor=True, show_progress_bar=False).shape[1])
+        self.vocab_size = int(self._encode(["a"], query=True).shape[1])
+
+    def _encode(self, texts: list[str], query: bool) -> Any:
+        encode = self.encoder.encode_query if query else self.encoder.encode_document
+        return encode(texts, batch_size=self.options.batch_size, convert_to_sparse_tensor=True, show_progress_bar=False)
 
     def encoder_key(self) -> Any:
         ident = self.resolved.identity()
-        return [ident.get("weights_sha256") or ident["path"], self.encoder.max_seq_length, version("sentence-transformers")]
+        return [ident.get("weights_sha256") or ident["path"], self.encoder.max_seq_length,
+                version("sentence-transformers")]
 
     def vocab(self) -> list[str]:
         tok = self.encoder.tokenizer
@@ -63,13 +70,11 @@ class Splade(SparseRetriever):
         return [t if t is not None else f"__tok{i}__" for i, t in enumerate(tokens)]
 
     def encode_documents(self, texts: list[str]) -> Encoded:
-        emb = self.encoder.encode_document(texts, batch_size=self.options.batch_size, convert_to_sparse_tensor=True, show_progress_bar=False)
-        return to_csr(emb, self.vocab_size), None
+        return to_csr(self._encode(texts, query=False), self.vocab_size), None
 
     def encode_queries(self, texts: list[str]) -> Encoded:
         self.load_encoder()
-        emb = self.encoder.encode_query(texts, batch_size=self.options.batch_size, convert_to_sparse_tensor=True, show_progress_bar=False)
-        return to_csr(emb, self.vocab_size), None
+        return to_csr(self._encode(texts, query=True), self.vocab_size), None
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()

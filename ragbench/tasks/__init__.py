@@ -35,9 +35,11 @@ def data_folder(card: TaskCard, data_dir: str | Path | None) -> Path | None:
 
 
 def _missing_corpus(card: TaskCard, where: str) -> RagbenchError:
-    hub = f", or run online to load the Hugging Face dataset '{card.hf.corpus.path}'" if card.hf and card.hf.corpus else ""
+    hub = (f", or run online to load the Hugging Face dataset '{card.hf.corpus.path}'"
+           if card.hf and card.hf.corpus else "")
     hint = f" ({card.corpus_hint})" if card.corpus_hint else ""
-    return RagbenchError.at(where, f"task '{card.name}' has no corpus here: put a corpus.jsonl[.gz] (id, title, text) in a folder with its queries and qrels and pass --data DIR{hub}{hint}")
+    return RagbenchError.at(where, f"task '{card.name}' has no corpus here: put a corpus.jsonl[.gz] (id, title, text) "
+                                   f"in a folder with its queries and qrels and pass --data DIR{hub}{hint}")
 
 
 def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | None = None,
@@ -45,7 +47,8 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
     reporter = reporter or Reporter(quiet=True)
     split = split or card.default_split
     if split not in card.splits:
-        raise RagbenchError.at(f"task {card.name}", f"--split: unknown split '{split}' (known: {', '.join(card.splits)})")
+        raise RagbenchError.at(f"task {card.name}",
+                               f"--split: unknown split '{split}' (known: {', '.join(card.splits)})")
     spec = card.splits[split]
     folder = data_folder(card, data_dir)
     corpus: Corpus | None = None
@@ -55,7 +58,8 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
             raise RagbenchError.at(str(qpath), "file not found (a task folder needs queries.jsonl and qrels.tsv)")
         qfile = beir.qrels_path(folder, split)
         if qfile is None:
-            raise RagbenchError.at(str(folder / "qrels.tsv"), "file not found (a task folder needs queries.jsonl and qrels.tsv)")
+            raise RagbenchError.at(str(folder / "qrels.tsv"),
+                                   "file not found (a task folder needs queries.jsonl and qrels.tsv)")
         queries, _ = beir.load_queries(qpath)
         qrels, _ = beir.load_qrels(qfile)
         if need_corpus:
@@ -73,7 +77,8 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
             raise _missing_corpus(card, f"task {card.name}")
         source, qrels_source = f"hf:{card.hf.queries.path}", f"hf:{card.hf.queries.path}"
     else:
-        raise RagbenchError.at(f"task {card.name}", "no data found: pass --data DIR or set RAGBENCH_DATA to a folder holding "
+        raise RagbenchError.at(f"task {card.name}",
+                               "no data found: pass --data DIR or set RAGBENCH_DATA to a folder holding "
                                f"'{card.name}/' (queries.jsonl, qrels.tsv, corpus.jsonl.gz)")
 
     queries = pool = _select(queries, qrels, spec.where, card, reporter, qrels_source)
@@ -83,17 +88,21 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
     if corpus is not None:
         missing = sum(1 for rels in qrels.values() for d in rels if d not in corpus)
         if missing:
-            reporter.warn(f"{qrels_source}: {missing} of {sum(map(len, qrels.values()))} judged documents are not in the corpus ({corpus.source})")
+            judged = sum(map(len, qrels.values()))
+            reporter.warn(f"{qrels_source}: {missing} of {judged} judged documents are not in the corpus "
+                          f"({corpus.source})")
     digest = hashlib.sha256(json.dumps([card.name, split, [(q.id, q.text) for q in queries],
                                         sorted((q, sorted(r.items())) for q, r in qrels.items())]).encode())
     if corpus is not None:
         digest.update(corpus.fingerprint.encode())
-    pool_digest = hashlib.sha256(json.dumps([(q.id, q.text, q.extra) for q in pool], sort_keys=True, default=str).encode())
+    pool_json = json.dumps([(q.id, q.text, q.extra) for q in pool], sort_keys=True, default=str)
+    pool_digest = hashlib.sha256(pool_json.encode())
     return TaskData(card.name, split, queries, qrels, corpus, source, digest.hexdigest(), card.answers_field,
                     pool, pool_digest.hexdigest())
 
 
-def _select(queries: list[Query], qrels: Qrels, where: dict, card: TaskCard, reporter: Reporter, qrels_source: str) -> list[Query]:
+def _select(queries: list[Query], qrels: Qrels, where: dict, card: TaskCard, reporter: Reporter,
+            qrels_source: str) -> list[Query]:
     if where:
         fields_present = any(all(k in q.extra for k in where) for q in queries)
         if fields_present:
@@ -102,9 +111,11 @@ def _select(queries: list[Query], qrels: Qrels, where: dict, card: TaskCard, rep
             reporter.log(f"queries have no field(s) {', '.join(where)}; the split is taken from the qrels file")
     kept = [q for q in queries if qrels.get(q.id)]
     if len(kept) < len(queries):
-        reporter.warn(f"{len(queries) - len(kept)} of {len(queries)} queries have no qrels in {qrels_source}; they are skipped (BEIR convention)")
+        reporter.warn(f"{len(queries) - len(kept)} of {len(queries)} queries have no qrels in {qrels_source}; "
+                      "they are skipped (BEIR convention)")
     if not kept:
-        raise RagbenchError.at(qrels_source, f"no query of task '{card.name}' has qrels; check the split and the query ids")
+        raise RagbenchError.at(qrels_source,
+                               f"no query of task '{card.name}' has qrels; check the split and the query ids")
     return kept
 
 

@@ -74,11 +74,13 @@ def load_qrels(path: Path) -> tuple[Qrels, str]:
         if len(parts) == 4:  # TREC: qid iter docid rel
             parts = [parts[0], parts[2], parts[3]]
         if len(parts) != 3:
-            raise RagbenchError.at(str(path), f"expected 'query-id<TAB>corpus-id<TAB>score', got {len(parts)} columns", line=n)
+            raise RagbenchError.at(str(path), f"expected 'query-id<TAB>corpus-id<TAB>score', got {len(parts)} columns",
+                                   line=n)
         try:
             score = int(float(parts[2]))
         except ValueError:
-            raise RagbenchError.at(str(path), f"score must be an integer, got {parts[2]!r}", line=n, path="score") from None
+            raise RagbenchError.at(str(path), f"score must be an integer, got {parts[2]!r}", line=n,
+                                   path="score") from None
         qrels.setdefault(parts[0], {})[parts[1]] = score
     return qrels, digest.hexdigest()
 

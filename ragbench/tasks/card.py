@@ -24,14 +24,16 @@ class HFSource(Strict):
     name: str | None = None
     split: str = "{split}"
     revision: str | None = None
-    fields: dict[str, str] = Field(default_factory=dict, description="our field -> dataset column; id '__index__' = row number")
+    fields: dict[str, str] = Field(default_factory=dict,
+                                   description="our field -> dataset column; id '__index__' = row number")
 
 
 class HFSpec(Strict):
     queries: HFSource
     corpus: HFSource | None = None
     qrels: HFSource | None = None
-    relevant_format: str = Field("ids", description="how the queries' 'relevant' column names documents: ids | wikipedia_urls")
+    relevant_format: str = Field(
+        "ids", description="how the queries' 'relevant' column names documents: ids | wikipedia_urls")
 
 
 class SplitSpec(Strict):
@@ -50,9 +52,15 @@ class TaskCard(Strict):
     splits: dict[str, SplitSpec] = Field(default_factory=lambda: {"test": SplitSpec()})
     default_split: str = "test"
     metrics: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
-    answer_metrics: list[str] = Field(default_factory=list, description="answer metrics added when the pipeline has a reader (EM, F1, popqa_acc, answer_recall@k)")
-    answers_field: str = Field("answers", description="query field holding the gold answers (a list, or a JSON list as text)")
-    group_by: list[str] = Field(default_factory=list, description="query fields results are broken down by (s_pop -> popularity deciles; lists -> one group per value)")
+    answer_metrics: list[str] = Field(
+        default_factory=list,
+        description="answer metrics added when the pipeline has a reader (EM, F1, popqa_acc, answer_recall@k)")
+    answers_field: str = Field(
+        "answers", description="query field holding the gold answers (a list, or a JSON list as text)")
+    group_by: list[str] = Field(
+        default_factory=list,
+        description="query fields results are broken down by "
+                    "(s_pop -> popularity deciles; lists -> one group per value)")
     corpus_hint: str = Field("", description="how to get a corpus when none ships (printed when missing)")
 
 
@@ -65,7 +73,8 @@ def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
         return None, pydantic_problems(doc, e)
     problems = []
     if card.default_split not in card.splits:
-        problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}", doc.line(("default_split",)), "default_split"))
+        problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}",
+                                doc.line(("default_split",)), "default_split"))
     problems += check_metrics(card.metrics, None, doc, ("metrics",))
     problems += check_metrics(card.answer_metrics, None, doc, ("answer_metrics",))
     return (None, problems) if problems else (card, [])

@@ -51,7 +51,9 @@ def _column(row: dict[str, Any], src: HFSource, field: str, index: int, required
     if col not in row:
         if not required:
             return None
-        raise RagbenchError.at(src.path, f"column '{col}' not found (columns: {', '.join(row)}); map it under fields.{field}", path=f"fields.{field}")
+        raise RagbenchError.at(src.path,
+                               f"column '{col}' not found (columns: {', '.join(row)}); map it under fields.{field}",
+                               path=f"fields.{field}")
     return row[col]
 
 
@@ -103,7 +105,8 @@ def load(spec: HFSpec, split: str, need_corpus: bool) -> tuple[list[Query], Qrel
         qid = str(_column(row, spec.queries, "id", i))
         text = _column(row, spec.queries, "text", i)
         if not isinstance(text, str) or not text.strip():
-            raise RagbenchError.at(spec.queries.path, f"query '{qid}' (row {i}) has empty text", path=f"fields.text={spec.queries.fields.get('text', 'text')}")
+            raise RagbenchError.at(spec.queries.path, f"query '{qid}' (row {i}) has empty text",
+                                   path=f"fields.text={spec.queries.fields.get('text', 'text')}")
         extra = {k: v for k, v in row.items() if k not in mapped}
         queries.append(Query(qid, text, extra))
         digest.update(json.dumps([qid, text]).encode())

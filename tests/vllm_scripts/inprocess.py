@@ -18,7 +18,8 @@ from pathlib import Path
 
 def main(src: str, dst: str) -> None:
     from ragbench.llm.base import Sampling
-    from ragbench.llm.config import VLLMConfig, make_llm
+    from ragbench.llm.config import VLLMConfig
+    from ragbench.llm.factory import make_llm
 
     job = json.loads(Path(src).read_text(encoding="utf-8"))
     # CPU-friendly: float32 (as the transformers backend), small context, no graph capture

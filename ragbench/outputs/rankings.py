@@ -1,0 +1,89 @@
+"""Rankings: what retrievers, rerankers and fusion produce; judged rankings carry their own qrels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragbench.cache import atomic_write_text
+from ragbench.outputs.base import Output, Produced, dump_json_records, jsonl, parse_json_records
+from ragbench.trec import dump_rankings, format_run, load_rankings
+from ragbench.types import Assessment, Qrels, Ranking, TaskData
+
+
+class Rankings(Output):
+    """Each query's ranked documents. The final ranking of a run is its `run.trec`."""
+
+    label = "rankings"
+    record = Ranking
+    records: dict[str, Ranking]
+
+    #: the relevance these rankings are scored against (None: the task's, or its derived corpus')
+    qrels: Qrels | None = None
+    #: how metrics.json `stages` names those qrels
+    qrels_source: str = "task"
+
+    @classmethod
+    def dump(cls, records: list[Any]) -> str:
+        return dump_rankings(records)
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, Any]:
+        return load_rankings(text)
+
+    def get(self, qid: str) -> Ranking:
+        return self.records.get(qid) or Ranking(qid, [], [])
+
+    @classmethod
+    def write(cls, folder: Path, task: TaskData, produced: list[Produced], tag: str) -> None:
+        last: Rankings = produced[-1].output
+        atomic_write_text(folder / "run.trec", format_run((last.get(q.id) for q in task.queries), tag=tag))
+
+
+class JudgedRankings(Rankings):
+    """A ranking passed on unchanged, scored against an LLM assessor's grades (relevance_judge).
+
+    Its records are the input's rankings; `assessments` holds the grades, `qrels` the relevance
+    they make (`qrels_source`: llm, or fill: the task's qrels with the grades filling the gaps).
+    """
+
+    label = "rankings"
+    record = Assessment  # what the stage itself computes and the cache holds
+    section = "relevance"
+
+    def __init__(self, rankings: dict[str, Ranking], assessments: dict[str, Assessment], qrels: Qrels,
+                 qrels_source: str, relevant_at: int):
+        super().__init__(rankings)
+        self.assessments = assessments
+        self.qrels = qrels
+        self.qrels_source = qrels_source
+        self.relevant_at = relevant_at
+
+    @property
+    def computed(self) -> dict[str, Any]:
+        return self.assessments
+
+    @classmethod
+    def dump(cls, records: list[Any]) -> str:
+        return dump_json_records(records)  # assessments, as JSON lines
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, Any]:
+        return parse_json_records(Assessment, text)
+
+    def summary(self, task: TaskData) -> dict[str, Any]:
+        grades = [g for a in self.assessments.values() for g in a.grades.values()]
+        parsed = [g for g in grades if g is not None]
+        return {"qrels": self.qrels_source, "pairs": len(grades), "graded": len(parsed),
+                "unparsed": len(grades) - len(parsed), "relevant": sum(g >= self.relevant_at for g in parsed),
+                "grades": {str(g): parsed.count(g) for g in range(4)}}
+
+    @classmethod
+    def write(cls, folder: Path, task: TaskData, produced: list[Produced], tag: str) -> None:
+        """relevance.jsonl (the grades and replies) and qrels.llm.tsv (what the ranking was scored against)."""
+        p = produced[-1]
+        out: JudgedRankings = p.output
+        jsonl(folder / "relevance.jsonl", [{"stage": p.stage_id, **out.assessments[q.id].to_json(), "llm": out.model}
+                                           for q in task.queries if q.id in out.assessments])
+        atomic_write_text(folder / "qrels.llm.tsv", "".join(
+            f"{qid}\t0\t{d}\t{g}\n" for qid, row in out.qrels.items() for d, g in row.items()))

@@ -1,0 +1,96 @@
+"""Planning a run: from what the user asked for (`RunRequest`) to what will run (`RunPlan`).
+
+Planning loads and checks everything before any stage runs: the pipeline (with `--set` and
+`--until`), the task card, the metrics the run will compute, and the task's data. A bad input
+fails here, with one located line per problem, before anything is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ragbench.config import Pipeline, final_depth, load_pipeline, stable_hash
+from ragbench.errors import RagbenchError
+from ragbench.metrics.spec import check_metrics, computable, parse_metric
+from ragbench.progress import Reporter
+from ragbench.tasks.card import TaskCard, load_task_card
+from ragbench.types import TaskData
+from ragbench.yamlio import LocatedYaml
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One `ragbench run`: the pipeline and task, and where its results and cache go."""
+
+    pipeline: str | Path
+    task: str | Path = "popqa-sample"
+    data: str | Path | None = None
+    split: str | None = None
+    limit: int | None = None
+    overrides: tuple[str, ...] = ()
+    until: str | None = None
+    out: str | Path | None = None  # the run folder (default: <results>/runs/<task>/<pipeline>-<hash>)
+    results: str | Path = "results"
+    cache_dir: str | Path | None = None
+    no_cache: bool = False
+    batch_size: int = 64
+    argv: tuple[str, ...] = field(default_factory=tuple)  # the command line, for the lock file
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    request: RunRequest
+    pipeline: Pipeline
+    card: TaskCard
+    task: TaskData
+    metrics: list[str]
+
+    @property
+    def config_hash(self) -> str:
+        p, t = self.pipeline, self.task
+        return stable_hash([p.as_dict(), t.name, t.split, self.request.limit, self.metrics, t.fingerprint])[:12]
+
+    @property
+    def folder(self) -> Path:
+        if self.request.out:
+            return Path(self.request.out)
+        return Path(self.request.results) / "runs" / self.task.name / f"{self.pipeline.name}-{self.config_hash}"
+
+
+def plan(request: RunRequest, reporter: Reporter) -> RunPlan:
+    """Load and check the pipeline, the task card and the metrics, then load the task's data."""
+    pipeline = load_pipeline(request.pipeline, request.overrides)
+    if request.until:
+        pipeline = pipeline.until(request.until)
+    card, card_path = load_task_card(request.task)
+    metrics = run_metrics(pipeline, card)
+    where = LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path))
+    problems = check_metrics(metrics, final_depth(pipeline.stages), where, ("metrics",), pipeline.has_reader,
+                             pipeline.judge_metrics)
+    if problems:
+        raise RagbenchError(problems)
+    task = _load(card, request, pipeline.has_ranking, reporter)
+    if not pipeline.has_reader and not pipeline.metrics and any(q.extra.get(card.answers_field) is None
+                                                                for q in task.queries):
+        # answer recall is extra for a retrieval run: skip it when some query has no gold answers, don't fail
+        metrics = [m for m in metrics if parse_metric(m).family != "answer_recall"]
+    reporter.log(f"task {task.name} ({task.split}): {len(task.queries)} queries, "
+                 f"{len(task.corpus) if task.corpus is not None else 0} documents from {task.source}")
+    return RunPlan(request, pipeline, card, task, metrics)
+
+
+def run_metrics(pipeline: Pipeline, card: TaskCard) -> list[str]:
+    """The pipeline's own metrics, else the card's: IR ones for a ranking, answer ones for a reader (answer
+    recall needs only a ranking), and its judges' scores; the card's defaults shrink to what the pipeline computes."""
+    if pipeline.metrics:  # what the pipeline names is checked, not shrunk, but answer recall needs a ranking
+        return computable(list(pipeline.metrics), pipeline.has_ranking, True)
+    judged = [m for m in dict.fromkeys(pipeline.judge_metrics) if m not in card.answer_metrics]
+    names = (card.metrics if pipeline.has_ranking else []) + card.answer_metrics + judged
+    return computable(names, pipeline.has_ranking, pipeline.has_reader)
+
+
+def _load(card: TaskCard, request: RunRequest, need_corpus: bool, reporter: Reporter) -> TaskData:
+    from ragbench.tasks import load_task
+
+    return load_task(card, request.split, request.data, request.limit, need_corpus=need_corpus, reporter=reporter)
