@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragbench.errors import RagbenchError
@@ -225,7 +226,7 @@ def compare(runs, metrics, resamples, seed, fmt) -> None:
     fmt_p = lambda v: "-" if v is None else f"{v:.2g}"  # noqa: E731
     for r in rows:
         color = "green" if r.delta > 0 else "red" if r.delta < 0 else ""
-        table.add_row(r.run, r.metric, str(r.n), f"{r.mean_baseline:.4f}", f"{r.mean_run:.4f}",
+        table.add_row(escape(r.run), escape(r.metric), str(r.n), f"{r.mean_baseline:.4f}", f"{r.mean_run:.4f}",
                       f"[{color}]{r.delta:+.4f}[/]" if color else f"{r.delta:+.4f}", f"{r.wins}/{r.ties}/{r.losses}",
                       fmt_p(r.t_p), fmt_p(r.rand_p))
     out.print(table)
@@ -248,7 +249,7 @@ def check(run, baseline, thresholds_file, junit_file) -> None:
     for col in ("metric", "value", "baseline", "delta", "p", "result"):
         table.add_column(col, justify="left" if col in ("metric", "result") else "right", overflow="fold")
     for v in verdicts:
-        table.add_row(v.metric, f"{v.value:.4f}", "-" if v.baseline is None else f"{v.baseline:.4f}",
+        table.add_row(escape(v.metric), f"{v.value:.4f}", "-" if v.baseline is None else f"{v.baseline:.4f}",
                       "-" if v.delta is None else f"{v.delta:+.4f}", "-" if v.p is None else f"{v.p:.2g}",
                       "[green]pass[/]" if v.passed else f"[red]FAIL[/] {v.reason}")
     out.print(table)
@@ -256,7 +257,8 @@ def check(run, baseline, thresholds_file, junit_file) -> None:
         junit(verdicts, Path(run), Path(junit_file))
     failed = [v for v in verdicts if not v.passed]
     if failed:
-        err.print(f"quality regression: {', '.join(f'{v.metric} ({v.reason})' for v in failed)}", highlight=False)
+        err.print(f"quality regression: {', '.join(f'{v.metric} ({v.reason})' for v in failed)}", highlight=False,
+                  markup=False)
         sys.exit(1)
     out.print(f"pass: {len(verdicts)} metric(s) checked")
 

@@ -76,9 +76,10 @@ metrics: [nDCG@10]
 """
 
 
-def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path) -> None:
+def test_stage_runs_end_to_end_and_keeps_negatives_clean(tmp_path: Path, tiny_llm_dir: Path) -> None:
+    """What is read in each trial, not what the model answers: a 2-layer random Llama (conftest) runs the stage."""
     p = tmp_path / "hn.yaml"
-    p.write_text(PIPELINE)
+    p.write_text(PIPELINE.replace("model: SmolLM2-135M-Instruct", f"model: {tiny_llm_dir}"))
     result = CliRunner().invoke(main, ["run", str(p), "--task", "popqa-sample", "--limit", "3",
                                        "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output

@@ -92,3 +92,28 @@ def test_check_refuses_a_baseline_scored_on_other_queries(runs: tuple[Path, Path
     r = CliRunner().invoke(main, ["check", str(tmp_path / "few"), "--baseline", str(base)])
     n = json.loads((base / "metrics.json").read_text())["n_queries"]
     assert r.exit_code == 2 and f"baseline scored {n} queries, the run 20" in r.output.replace("\n", " ")
+
+
+def _run_folder(folder: Path, values: dict[str, list[float]]) -> Path:
+    """A run folder with metrics.json and per_query.jsonl only: what check reads."""
+    folder.mkdir(parents=True)
+    n = len(next(iter(values.values())))
+    metrics = {m: sum(v) / n for m, v in values.items()}
+    (folder / "metrics.json").write_text(json.dumps({"task": "t", "pipeline": "p", "config_hash": "h", "n_queries": n,
+                                                     "metrics": metrics}))
+    (folder / "per_query.jsonl").write_text("".join(
+        json.dumps({"query_id": str(i), **{m: v[i] for m, v in values.items()}}) + "\n" for i in range(n)))
+    return folder
+
+
+def test_check_reads_each_metrics_direction_from_its_spec(tmp_path: Path) -> None:
+    """A hard-negative degradation (HND) that grows is a regression, one that shrinks is not; k* (the best number
+    of passages) has no direction and is not gated unless a thresholds file names it."""
+    base = _run_folder(tmp_path / "base", {"HND[bm25]": [0.0] * 30, "k_star[score]": [5.0] * 30})
+    worse = _run_folder(tmp_path / "worse", {"HND[bm25]": [0.4, 0.6] * 15, "k_star[score]": [1.0] * 30})
+    better = _run_folder(tmp_path / "better", {"HND[bm25]": [-0.4, -0.6] * 15, "k_star[score]": [1.0] * 30})
+    r = CliRunner().invoke(main, ["check", str(worse), "--baseline", str(base)])
+    assert r.exit_code == 1 and "HND[bm25] (dropped 0.5000" in r.output.replace("\n", " ")
+    assert "k_star" not in r.output
+    r = CliRunner().invoke(main, ["check", str(better), "--baseline", str(base)])
+    assert r.exit_code == 0, r.output

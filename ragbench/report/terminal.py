@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragbench.record import RunRecord
@@ -17,7 +18,7 @@ def print_run(record: RunRecord, out: Console, seconds: float) -> None:
               f"{record.n_queries} queries)")
     table = Table()
     for name in metrics:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")  # HND[bm25]: brackets are not markup
     table.add_row(*(f"{aggregate[m]:.4f}" if m in aggregate else "-" for m in metrics))
     out.print(table)
     for sid, j in record.section("judges").items():
@@ -44,7 +45,7 @@ def print_run(record: RunRecord, out: Console, seconds: float) -> None:
         names = [m for m in metrics if any(m in v["metrics"] for v in by_stage.values())]
         per_stage = Table(title="retrieval metrics by stage", title_justify="left")
         for col in ("stage", "corpus", "qrels", *names):
-            per_stage.add_column(col, justify="right" if col in names else "left")
+            per_stage.add_column(escape(col), justify="right" if col in names else "left")
         for sid, v in by_stage.items():
             per_stage.add_row(sid, v["corpus"], v["qrels"],
                               *(f"{v['metrics'][m]:.4f}" if m in v["metrics"] else "-" for m in names))
