@@ -47,29 +47,37 @@ def sample():
     return load_task(load_task_card("popqa-sample")[0], limit=6)
 
 
+@pytest.fixture
+def tiny_llm(tiny_llm_dir: Path) -> dict[str, str]:
+    """The 2-layer test Llama with SmolLM2's tokenizer (conftest): these tests check what is read and asked, not
+    what is answered."""
+    return {"backend": "transformers", "model": str(tiny_llm_dir)}
+
+
 def _reader(tmp_path: Path, **options) -> Reader:
     stage = Reader(Reader.Options.model_validate(options), StageEnv(Cache(tmp_path), Reporter(quiet=True), "reader"))
     return stage
 
 
-def test_select_keeps_the_budget_and_the_order(tmp_path: Path, sample) -> None:
+def test_select_keeps_the_budget_and_the_order(tmp_path: Path, sample, tiny_llm) -> None:
     docids = list(sample.corpus)[:6]
     ranking = Ranking("q", docids, [6.0, 5, 4, 3, 2, 1])
     for order, expected in (("score", docids[:5]), ("reverse", docids[:5][::-1]), ("both_ends", both_ends(docids[:5]))):
-        stage = _reader(tmp_path, top_k=5, order=order)
+        stage = _reader(tmp_path, top_k=5, order=order, llm=tiny_llm)
         stage.prepare(sample)
         assert [d for d, _ in stage.select(ranking)] == expected
-    tight = _reader(tmp_path, top_k=5, context_tokens=120)
+    tight = _reader(tmp_path, top_k=5, context_tokens=120, llm=tiny_llm)
     tight.prepare(sample)
     chosen = tight.select(ranking)
     used = sum(tight.llm.count_tokens(t) + 2 for _, t in chosen)
     assert 1 <= len(chosen) < 5 and used <= 120
 
 
-def test_adaptive_retrieval_reads_only_for_unpopular_subjects(tmp_path: Path, sample) -> None:
+def test_adaptive_retrieval_reads_only_for_unpopular_subjects(tmp_path: Path, sample, tiny_llm) -> None:
     pops = sorted(q.extra["s_pop"] for q in sample.queries)
     threshold = pops[len(pops) // 2]
-    stage = _reader(tmp_path, top_k=2, max_new_tokens=8, adaptive={"field": "s_pop", "threshold": threshold})
+    stage = _reader(tmp_path, top_k=2, max_new_tokens=8, adaptive={"field": "s_pop", "threshold": threshold},
+                    llm=tiny_llm)
     stage.prepare(sample)
     rankings = {q.id: Ranking(q.id, list(sample.corpus)[:2], [2.0, 1.0]) for q in sample.queries}
     answers = stage.process(sample.queries, [rankings])
@@ -81,8 +89,8 @@ def test_adaptive_retrieval_reads_only_for_unpopular_subjects(tmp_path: Path, sa
         assert a.outputs and a.text == popqa_answer(a.outputs[0])  # one step: PopQA's first-line rule by default
 
 
-def test_two_step_extraction_asks_twice(tmp_path: Path, sample) -> None:
-    stage = _reader(tmp_path, top_k=1, steps=2, long_max_new_tokens=24, max_new_tokens=8)
+def test_two_step_extraction_asks_twice(tmp_path: Path, sample, tiny_llm) -> None:
+    stage = _reader(tmp_path, top_k=1, steps=2, long_max_new_tokens=24, max_new_tokens=8, llm=tiny_llm)
     stage.prepare(sample)
     q = sample.queries[0]
     answer = stage.process([q], [{q.id: Ranking(q.id, [next(iter(sample.corpus))], [1.0])}])[q.id]
@@ -127,13 +135,15 @@ def test_answer_metrics_need_a_reader_and_readers_feed_nothing(tmp_path: Path) -
     assert any("produces answers, but type" in str(x) for x in validate_file(q))
 
 
-def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tmp_path: Path) -> None:
+def test_frames_closed_book_needs_no_corpus_and_breaks_down_by_reasoning_type(tmp_path: Path, tiny_llm) -> None:
     from tests.conftest import SHARED_DATA
 
     if not (SHARED_DATA / "frames" / "queries.jsonl").exists():
         pytest.skip(f"FRAMES questions not found under {SHARED_DATA}")
     result = CliRunner().invoke(main, ["run", "pipelines/frames-closed-book.yaml", "--task", "frames",
                                        "--data", str(SHARED_DATA / "frames"), "--limit", "2",
+                                       "--set", f"reader.llm={json.dumps(tiny_llm)}",
+                                       "--set", f"judge.llm={json.dumps(tiny_llm)}",
                                        "--out", str(tmp_path / "run")], env={"RAGBENCH_CACHE": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
