@@ -45,6 +45,7 @@ from ragbench.evaluation import Scores
 from ragbench.outputs.base import Output, Produced
 from ragbench.pipeline import PipelineResult
 from ragbench.plan import RunPlan
+from ragbench.yamlio import redact
 
 _PACKAGES = ("ir_measures", "pytrec_eval-terrier", "bm25s", "rank-bm25", "pyserini", "numpy", "torch",
              "transformers", "sentence-transformers", "datasets")
@@ -197,7 +198,7 @@ def _lock(plan: RunPlan, result: PipelineResult) -> dict[str, Any]:
     return {
         "ragbench": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(plan.request.argv),
+        "command": redact(" ".join(plan.request.argv)),
         "config_hash": plan.config_hash,
         "pipeline": {"file": plan.pipeline.file, **plan.pipeline.as_dict()},
         "task": {

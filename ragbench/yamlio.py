@@ -3,15 +3,34 @@ validation errors mapped onto those lines."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr, ValidationError
 
 from ragbench.errors import Problem, RagbenchError
 
 Loc = tuple[str | int, ...]
+
+
+#: how a secret is written anywhere outside the process (cache keys and metadata, lock files, logs)
+REDACTED = "***"
+#: An option that is a secret (an API key): usable in-process with `.get_secret_value()`, serialised as ***, so
+#: it never reaches a cache key, the cache's metadata or a run folder (and a changed key reuses every result).
+Secret = Annotated[SecretStr, PlainSerializer(lambda _: REDACTED, return_type=str)]
+_SECRET_IN_TEXT = re.compile(r"""((?:api_key|api-key|apikey)["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,}'"]+)""",
+                             re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """A command line or message with the values of `api_key: ...` / `api_key=...` replaced by ***."""
+    def hide(m: re.Match[str]) -> str:
+        quote = m.group(2)[0] if m.group(2)[0] in "'\"" else ""
+        return f"{m.group(1)}{quote}{REDACTED}{quote}"
+
+    return _SECRET_IN_TEXT.sub(hide, text)
 
 
 class Strict(BaseModel):

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragbench.llm.loading import DEFAULT_MODEL
+from ragbench.yamlio import Secret
 
 
 class _LLMBase(BaseModel):
@@ -54,7 +55,8 @@ class OpenAIServerConfig(_LLMBase):
     backend: Literal["openai_server"] = "openai_server"
     base_url: list[str] = Field(min_length=1, description="one or more OpenAI-compatible endpoints (…/v1); "
                                                           "requests are spread over them")
-    api_key: str | None = Field(None, description="default: $OPENAI_API_KEY, else 'EMPTY' (vLLM)")
+    api_key: Secret | None = Field(None, description="default: $OPENAI_API_KEY, else 'EMPTY' (vLLM); a secret: "
+                                                     "written as *** wherever options are written")
     tokenizer: str | None = Field(None, description="local tokenizer for prompt budgets; "
                                                     "default: the model, when it resolves locally")
     max_model_len: int | None = Field(None, ge=16, description="context length; "

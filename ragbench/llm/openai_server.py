@@ -52,7 +52,8 @@ class OpenAIServerLLM(LLM):
     def __init__(self, config: OpenAIServerConfig, cache: Cache | None = None):
         super().__init__(cache, config.cache)
         self.config = config
-        api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        given = config.api_key.get_secret_value() if config.api_key is not None else None
+        api_key = given or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.http = PooledClient(config.base_url, api_key, timeout=config.timeout, concurrency=config.concurrency,
                                  retries=config.retries, backoff=config.backoff)
         self._tokenizer: Any = None
