@@ -16,10 +16,10 @@ from pydantic import Field, ValidationError
 
 from ragbench import catalog, registry
 from ragbench.errors import Problem, RagbenchError
-from ragbench.metrics.spec import check_metrics, parse_metric
+from ragbench.metrics.spec import check_metrics, computable
 from ragbench.outputs import Answers, DerivedCorpus, Output, Rankings
 from ragbench.stage import Stage, StageOptions
-from ragbench.yamlio import Loc, LocatedYaml, Strict, format_loc, load_yaml, pydantic_problems
+from ragbench.yamlio import Loc, LocatedYaml, Strict, format_loc, load_yaml, pydantic_problems, validate_mapping
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -38,6 +38,7 @@ class StageSpec:
     options: StageOptions
     inputs: tuple[str, ...]
     corpus: str | None = None  # a corpus stage (long_units) whose documents this stage ranks; None: the task's
+    depth: int | None = None  # documents per query it outputs (a ranking passed on: its input's); None: unknown
 
     def as_dict(self) -> dict[str, Any]:
         """The fully resolved stage, defaults included: what the cache key and lock file see."""
@@ -105,13 +106,9 @@ def _known_fields(cls: type[Stage]) -> str:
 
 def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
     """Validate a pipeline document; returns the pipeline (if usable) and every problem found."""
-    problems: list[Problem] = []
-    if not isinstance(doc.data, dict):
-        return None, [Problem(doc.file, "a pipeline must be a YAML mapping with 'name' and 'stages'", 1)]
-    try:
-        spec = _PipelineSpec.model_validate(doc.data)
-    except ValidationError as e:
-        return None, pydantic_problems(doc, e)
+    spec, problems = validate_mapping(doc, _PipelineSpec, "a pipeline must be a YAML mapping with 'name' and 'stages'")
+    if spec is None:
+        return None, problems
 
     stages: list[StageSpec] = []
     depths: dict[str, int | None] = {}
@@ -191,7 +188,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
         depths[sid] = depth
         produces[sid] = contract.produces
         corpora[sid] = corpus
-        stages.append(StageSpec(sid, type_name, cls, options, inputs, corpus))
+        stages.append(StageSpec(sid, type_name, cls, options, inputs, corpus, depth))
 
     metrics = tuple(spec.metrics) if spec.metrics else None
     if metrics:
@@ -229,14 +226,8 @@ def _still_computable(metrics: tuple[str, ...] | None, stages: tuple[StageSpec, 
     """A pipeline's own metrics less those whose reader or judge a cut (--until) removed."""
     if not metrics:
         return metrics
-    judged = judge_metrics(stages)
     has_reader = any(issubclass(st.cls.contract.produces, Answers) for st in stages)
-
-    def keep(name: str) -> bool:
-        spec = parse_metric(name)
-        return spec.judged_by in judged if spec.family == "judge" else has_reader if spec.family == "answer" else True
-
-    return tuple(m for m in metrics if keep(m))
+    return tuple(computable(list(metrics), True, has_reader, judge_metrics(stages)))
 
 
 def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
@@ -245,19 +236,9 @@ def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
 
 
 def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:
-    """Depth of the last ranking stage (a ranking passed on: its input's).
-
-    It is what IR metric cutoffs are checked against.
-    """
+    """Depth of the last ranking stage (a ranking passed on: its input's): what metric cutoffs are checked against."""
     ranking = [st for st in stages if issubclass(st.cls.contract.produces, Rankings)]
-    if not ranking:
-        return None
-    last = ranking[-1]
-    depth = last.cls.depth(last.options)
-    while depth is None and len(last.inputs) == 1 and issubclass(last.cls.contract.produces, Rankings):
-        last = next(st for st in stages if st.id == last.inputs[0])
-        depth = last.cls.depth(last.options)
-    return depth
+    return ranking[-1].depth if ranking else None
 
 
 def apply_overrides(doc: LocatedYaml, overrides: list[str] | tuple[str, ...]) -> LocatedYaml:

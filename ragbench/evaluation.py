@@ -43,21 +43,21 @@ def score(result: PipelineResult, task: TaskData, metrics: list[str], group_by: 
     each stage's retrieval metrics, and the summaries of judges, corpora, experiments and relevance judges."""
     aggregate, per_query, breakdown = evaluate_result(result, task, metrics, group_by)
     # several ranking stages (a reranker, long units next to passages): each one's retrieval metrics too
-    by_stage = stage_metrics(result, task, metrics) if len(result.rankings) > 1 else {}
+    final = result.final_ranking
+    scored = {final.spec.id: aggregate} if final is not None else {}
+    by_stage = stage_metrics(result, task, metrics, scored) if len(result.rankings) > 1 else {}
     sections: dict[str, dict[str, Any]] = {}
     for stage in result.stages:
         out = stage.output
         if out.section is None:
             continue
-        summary = out.summary(task)
+        summary, flat, values = out.summarize(task)  # experiments add HND[...], k_star[...] and their per-query values
         if summary is None:
             continue
-        flat, values = out.headline(summary)  # experiments: HND[...], k_star[...] and their per-query values
         aggregate.update(flat)
         for qid, v in values.items():
             per_query.setdefault(qid, {}).update(v)
         sections.setdefault(out.section, {})[stage.spec.id] = summary
-    final = result.final_ranking
     if final is not None and (curve := recall_curve(final, task)):
         sections["curves"] = {"R@k": curve}
     ordered = {name: sections[name] for name in SECTIONS if name in sections}
@@ -167,12 +167,15 @@ def recall_curve(stage: StageResult, task: TaskData) -> dict[str, float]:
     return {str(k): aggregate[f"R@{k}"] for k in ks if f"R@{k}" in aggregate}
 
 
-def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str]) -> dict[str, dict[str, Any]]:
-    """Retrieval metrics of every ranking stage (first stage, reranker, units...), to compare them within one run."""
+def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str],
+                  scored: dict[str, dict[str, float]] | None = None) -> dict[str, dict[str, Any]]:
+    """Retrieval metrics of every ranking stage (first stage, reranker, units...), to compare them within one run;
+    `scored`: aggregates already computed, by stage id (the final ranking's, by the run's own scoring)."""
     retrieval = [n for n in metrics if parse_metric(n).scores_ranking]
     out: dict[str, dict[str, Any]] = {}
     for stage in result.rankings:
-        aggregate, _ = evaluate_ranking(stage, task, retrieval)
+        known = (scored or {}).get(stage.spec.id)
+        aggregate = known if known is not None else evaluate_ranking(stage, task, retrieval)[0]
         assert isinstance(stage.output, Rankings)
         out[stage.spec.id] = {"type": stage.spec.type, "corpus": stage.spec.corpus or "task",
                               "qrels": stage.output.qrels_source,

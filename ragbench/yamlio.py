@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr, ValidationError
@@ -137,3 +137,17 @@ def pydantic_problems(doc: LocatedYaml, err: ValidationError, prefix: Loc = ()) 
             msg = f"{msg} (got {e['input']!r})"
         out.append(Problem(doc.file, msg, doc.line(loc), format_loc(loc)))
     return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_mapping(doc: LocatedYaml, model: type[M], expected: str) -> tuple[M | None, list[Problem]]:
+    """A YAML document validated as `model`: (the model, []) or (None, every problem, located).
+    `expected` says what the document must be when it is no mapping at all."""
+    if not isinstance(doc.data, dict):
+        return None, [Problem(doc.file, expected, 1)]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as e:
+        return None, pydantic_problems(doc, e)

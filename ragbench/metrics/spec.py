@@ -83,15 +83,18 @@ def direction(name: str) -> bool | None:
         return None
 
 
-def computable(names: list[str], has_ranking: bool, has_reader: bool) -> list[str]:
+def computable(names: list[str], has_ranking: bool, has_reader: bool, judged: list[str] | None = None) -> list[str]:
     """Drop the answer metrics a pipeline has nothing for: answer recall without a ranking (closed
-    book), answer scores without a reader (a retrieval-only run)."""
+    book), answer scores without a reader (a retrieval-only run), with `judged` (the scores its judges
+    give) a judge's score without that judge."""
     keep = []
     for n in names:
         spec = parse_metric(n)
         if spec.family == "answer_recall" and not has_ranking:
             continue
         if spec.family in ("answer", "judge") and not has_reader:
+            continue
+        if spec.family == "judge" and judged is not None and spec.judged_by not in judged:
             continue
         keep.append(n)
     return keep

@@ -51,9 +51,10 @@ class Output:
         """Its entry in metrics.json's `section`, computed once when the run is scored."""
         return None
 
-    def headline(self, summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """Flat metrics (and per-query values) its summary adds to the run's metrics."""
-        return {}, {}
+    def summarize(self, task: TaskData) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, dict[str, float]]]:
+        """(its metrics.json entry, the flat metrics it adds to the run's, their per-query values): what scoring
+        asks for, once per run. Most types add no metrics."""
+        return self.summary(task), {}, {}
 
     @classmethod
     def write(cls, folder: Path, task: TaskData, produced: list[Produced], tag: str) -> None:

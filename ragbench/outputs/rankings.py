@@ -47,7 +47,6 @@ class JudgedRankings(Rankings):
     they make (`qrels_source`: llm, or fill: the task's qrels with the grades filling the gaps).
     """
 
-    label = "rankings"
     record = Assessment  # what the stage itself computes and the cache holds
     section = "relevance"
 

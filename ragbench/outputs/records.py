@@ -97,15 +97,16 @@ class Probes(Output):
         self.grid = grid  # the numbers of negatives read with the gold passage (m)
 
     def summary(self, task: TaskData) -> dict[str, Any]:
-        from ragbench.metrics.degradation import summarize
+        return self.summarize(task)[0]
 
-        return summarize(self.records, task, self.metric, self.grid)
+    def summarize(self, task: TaskData) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, float]]]:
+        """The accuracy tables and curves; HND[...], rel_drop[...], k_star[...], peak_drop[...] as flat metrics
+        (what compare and check read), with their per-query values."""
+        from ragbench.metrics.degradation import headline, summarize
 
-    def headline(self, summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """HND[...], rel_drop[...], k_star[...], peak_drop[...] (what compare and check read), and per-query values."""
-        from ragbench.metrics.degradation import headline
-
-        return headline(summary), summary.pop("per_query")
+        summary = summarize(self.records, task, self.metric, self.grid)
+        per_query = summary.pop("per_query")  # in per_query.jsonl, not in metrics.json
+        return summary, headline(summary), per_query
 
     @classmethod
     def write(cls, folder: Path, task: TaskData, produced: list[Produced], tag: str) -> None:

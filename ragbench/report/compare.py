@@ -61,10 +61,6 @@ def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]],
     return np.array([base[q][metric] for q in qids], float), np.array([run[q][metric] for q in qids], float)
 
 
-def run_name(folder: Path) -> str:
-    return f"{folder.parent.name}/{folder.name}"
-
-
 def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int = 10_000, seed: int = 0) -> list[Delta]:
     """Each run against runs[0], metric by metric (default: the metrics all runs share, in the baseline's order)."""
     if len(runs) < 2:
@@ -83,9 +79,9 @@ def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int =
             a, b = paired(per_query[base], per_query[run], m)
             if not len(a):
                 raise RagbenchError.at(str(run / "per_query.jsonl"),
-                                       f"no per-query values of '{m}' shared with {run_name(base)}")
+                                       f"no per-query values of '{m}' shared with {records[base].name}")
             t_p, rand_p = paired_tests(a, b, resamples, seed)
-            out.append(Delta(run_name(base), run_name(run), m, len(a), float(a.mean()), float(b.mean()),
+            out.append(Delta(records[base].name, records[run].name, m, len(a), float(a.mean()), float(b.mean()),
                              float(b.mean() - a.mean()), int((b > a).sum()), int((b == a).sum()), int((b < a).sum()),
                              t_p, rand_p))
     return out

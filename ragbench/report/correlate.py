@@ -56,8 +56,9 @@ def correlation(level: str, sample: str, x: str, y: str, xs: list[float], ys: li
 def correlate(runs: list[Path], xs: list[str], ys: list[str]) -> list[Correlation]:
     """Every (x, y) pair at the query level (each run, then pooled) and, with >= 3 runs, at the run level."""
     per_query = {run: RunRecord.read_per_query(run) for run in runs}  # the values it correlates, checked first
-    aggregates = {run: RunRecord.read(run).metrics for run in runs}
-    names = {run: f"{run.parent.name}/{run.name}" if run.parent.name else run.name for run in runs}
+    records = {run: RunRecord.read(run) for run in runs}
+    aggregates = {run: rec.metrics for run, rec in records.items()}
+    names = {run: rec.name for run, rec in records.items()}
     out: list[Correlation] = []
     for x in xs:
         for y in ys:

@@ -98,7 +98,7 @@ class CorpusEncoding(ABC, Generic[P]):
             rows = self.plan(work)
             state = {"rows": rows, **self.settings()}
             progress = work / PROGRESS
-            recorded = _recorded(progress, state)
+            recorded = _recorded(self.env.cache.get_json(progress), state)
             done = self.rows_on_disk(work, recorded) if recorded else 0
             if done != recorded:  # never let a stale count vouch for rows about to be overwritten
                 progress.unlink(missing_ok=True)
@@ -119,15 +119,10 @@ class CorpusEncoding(ABC, Generic[P]):
             self.assemble(work, out, rows)
 
 
-def _recorded(progress: Path, state: dict[str, Any]) -> int:
-    """Rows done according to the progress file, or 0 when it is missing or from other settings."""
-    if not progress.exists():
-        return 0
-    try:
-        saved = json.loads(progress.read_text())
-    except json.JSONDecodeError:
-        return 0
-    if any(saved.get(k) != v for k, v in state.items()):
+def _recorded(saved: Any, state: dict[str, Any]) -> int:
+    """Rows done according to the progress file's contents, or 0 when it is missing, cut short or from other
+    settings."""
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in state.items()):
         return 0
     return int(saved.get("done", 0))
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ragbench.llm.chat import render_chat
 from ragbench.llm.loading import DEFAULT_MODEL, load_causal_lm
 from ragbench.models import resolve
 from ragbench.retrievers.sparse_index import Encoded, SparseOptions, SparseRetriever, to_csr
@@ -171,10 +172,9 @@ class PromptReps:
     def prompt(self, text: str, is_query: bool) -> str:
         kind = "query" if is_query else "passage"
         user = USER_TEMPLATE.format(Kind=kind.capitalize(), kind=kind, text=text)
-        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user},
-                    {"role": "assistant", "content": self.assistant_prefix}]
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+            chat = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+            return render_chat(self.tokenizer, chat, self.assistant_prefix)  # the reply opened with the prefix
         return f"{self.system_prompt}\n\n{user}\n\n{self.assistant_prefix}"  # a base model without a template
 
     def expandable_ids(self) -> np.ndarray:

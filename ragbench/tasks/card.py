@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from ragbench import catalog
 from ragbench.errors import Problem, RagbenchError
 from ragbench.metrics.spec import check_metrics
-from ragbench.yamlio import LocatedYaml, Strict, load_yaml, pydantic_problems
+from ragbench.yamlio import LocatedYaml, Strict, load_yaml, validate_mapping
 
 
 class HFSource(Strict):
@@ -65,13 +65,9 @@ class TaskCard(Strict):
 
 
 def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
-    if not isinstance(doc.data, dict):
-        return None, [Problem(doc.file, "a task card must be a YAML mapping with 'name'", 1)]
-    try:
-        card = TaskCard.model_validate(doc.data)
-    except ValidationError as e:
-        return None, pydantic_problems(doc, e)
-    problems = []
+    card, problems = validate_mapping(doc, TaskCard, "a task card must be a YAML mapping with 'name'")
+    if card is None:
+        return None, problems
     if card.default_split not in card.splits:
         problems.append(Problem(doc.file, f"'{card.default_split}' is not one of splits: {', '.join(card.splits)}",
                                 doc.line(("default_split",)), "default_split"))

@@ -134,6 +134,3 @@ def load(spec: HFSpec, split: str, need_corpus: bool) -> tuple[list[Query], Qrel
         corpus = Corpus(docs, cdigest.hexdigest(), source=f"hf:{spec.corpus.path}")
     return queries, qrels, corpus, digest.hexdigest()
 
-
-def strip_ws(s: str) -> str:
-    return re.sub(r"\s+", " ", s).strip()
