@@ -49,6 +49,24 @@ class Corpus(Mapping[str, Document]):
     def __len__(self) -> int:
         return len(self.docs)
 
+    # -- streaming access: what stages that walk the whole corpus use ----------------------
+    def batches(self, size: int = 1024, start: int = 0, stop: int | None = None) -> Iterator[list[Document]]:
+        """Rows `start`..`stop` (file order) as lists of at most `size` documents."""
+        docs = list(self.docs.values())[start:stop]
+        for i in range(0, len(docs), size):
+            yield docs[i:i + size]
+
+    def texts(self, fields: tuple[str, ...] = ("title", "text"), start: int = 0,
+              stop: int | None = None) -> Iterator[str]:
+        """Each row's indexed text (`Document.contents(fields)`), in file order."""
+        for batch in self.batches(start=start, stop=stop):
+            yield from (d.contents(fields) for d in batch)
+
+    def id_at(self, rows: list[int]) -> list[str]:
+        """The ids of rows (positions in file order)."""
+        ids = list(self.docs)
+        return [ids[r] for r in rows]
+
 
 # qrels: query id -> doc id -> graded relevance (the shape ir_measures and pytrec_eval take)
 Qrels = dict[str, dict[str, int]]
