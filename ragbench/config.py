@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from ragbench import catalog, registry
 from ragbench.errors import Problem, RagbenchError
+from ragbench.executors import ExecutorSpec
 from ragbench.metrics.spec import check_metrics, computable
 from ragbench.outputs import Answers, DerivedCorpus, Output, Rankings
 from ragbench.stage import Stage, StageOptions
@@ -54,6 +55,7 @@ class Pipeline:
     stages: tuple[StageSpec, ...]
     metrics: tuple[str, ...] | None
     file: str
+    executor: ExecutorSpec | None = None  # the YAML's `executor:` block (an execution setting: never in a key)
 
     @property
     def final(self) -> StageSpec:

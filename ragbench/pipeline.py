@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from ragbench.cache import Cache, make_key
 from ragbench.config import Pipeline, StageSpec
+from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import Answers, DerivedCorpus, Judgements, Output, Probes, Rankings
 from ragbench.progress import Reporter
 from ragbench.stage import CorpusStage, StageEnv
@@ -89,23 +90,24 @@ def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> s
 
 
 def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter,
-                 batch_size: int = 64) -> PipelineResult:
+                 batch_size: int = 64, executor: ExecutorSpec = LOCAL) -> PipelineResult:
     results: dict[str, StageResult] = {}
     for spec in pipeline.stages:
         if issubclass(spec.cls, CorpusStage):
-            results[spec.id] = _build_corpus(spec, task, cache, reporter)
+            results[spec.id] = _build_corpus(spec, task, cache, reporter, executor)
             continue
         corpus = results[spec.corpus].output if spec.corpus else None
         view = corpus.view if isinstance(corpus, DerivedCorpus) else task
         upstream = [results[name] for name in spec.inputs]
-        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size)
+        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size, executor)
     return PipelineResult(list(results.values()))
 
 
-def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Reporter) -> StageResult:
+def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Reporter,
+                  executor: ExecutorSpec) -> StageResult:
     """A corpus stage's derived view of the task (its corpus cached as an artifact by the stage)."""
     start = time.perf_counter()
-    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id))
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, executor=executor))
     assert isinstance(stage, CorpusStage)
     derived = stage.derive(task)
     assert derived.view.corpus is not None
@@ -114,7 +116,7 @@ def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Repor
 
 
 def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,
-               reporter: Reporter, batch_size: int) -> StageResult:
+               reporter: Reporter, batch_size: int, executor: ExecutorSpec) -> StageResult:
     start = time.perf_counter()
     produces = spec.cls.contract.produces
     key = stage_key(spec, upstream, task)
@@ -130,7 +132,7 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     done = {k: cache.get_batch(k) for k in batch_keys}
     missing = [b for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
     n_cached = len(batches) - len(missing)
-    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs))
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs, executor))
     if missing:
         if n_cached:
             reporter.log(f"{spec.id}: resuming, {n_cached} of {len(batches)} batches already cached")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ragbench.config import Pipeline, final_depth, load_pipeline, stable_hash
 from ragbench.errors import RagbenchError
+from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.metrics.spec import check_metrics, computable, parse_metric
 from ragbench.progress import Reporter
 from ragbench.tasks.card import TaskCard, load_task_card
@@ -35,6 +36,7 @@ class RunRequest:
     cache_dir: str | Path | None = None
     no_cache: bool = False
     batch_size: int = 64
+    executor: ExecutorSpec | None = None  # --executor/--workers/--ray-address; None: the pipeline's, else local
     argv: tuple[str, ...] = field(default_factory=tuple)  # the command line, for the lock file
 
 
@@ -45,6 +47,11 @@ class RunPlan:
     card: TaskCard
     task: TaskData
     metrics: list[str]
+
+    @property
+    def executor(self) -> ExecutorSpec:
+        """The command line's executor, else the pipeline's `executor:` block, else local."""
+        return self.request.executor or self.pipeline.executor or LOCAL
 
     @property
     def config_hash(self) -> str:

@@ -21,7 +21,8 @@ def execute(run_plan: RunPlan, reporter: Reporter) -> PipelineResult:
     request = run_plan.request
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
         cache = Cache(tmp if request.no_cache else request.cache_dir)
-        return run_pipeline(run_plan.pipeline, run_plan.task, cache, reporter, batch_size=request.batch_size)
+        return run_pipeline(run_plan.pipeline, run_plan.task, cache, reporter, batch_size=request.batch_size,
+                            executor=run_plan.executor)
 
 
 def score_run(run_plan: RunPlan, result: PipelineResult) -> Scores:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import DerivedCorpus, Output, Rankings
 from ragbench.types import Query, TaskData
 
@@ -49,6 +50,7 @@ class StageEnv:
     reporter: Reporter
     stage_id: str
     inputs: tuple[str, ...] = ()  # the ids of the stages it reads, in `inputs` order
+    executor: ExecutorSpec = LOCAL  # where its heavy work runs (corpus encoding, exact search)
 
 
 class Stage(ABC):
