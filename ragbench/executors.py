@@ -6,9 +6,11 @@ read and write the same cache entries and produce identical outputs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ragbench.errors import RagbenchError
 
 
 class ExecutorSpec(BaseModel):
@@ -28,3 +30,20 @@ class ExecutorSpec(BaseModel):
 
 
 LOCAL = ExecutorSpec()
+
+
+def ray_session(spec: ExecutorSpec) -> Any:
+    """The `ray` module, connected: to `spec.address` when given, else to a local cluster it starts once.
+
+    Ray is an optional extra (`pip install 'ragbench[ray]'`); without it this fails in one line.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RagbenchError.at("executor", "--executor ray needs Ray: pip install 'ragbench[ray]'") from None
+    if not ray.is_initialized():
+        if spec.address:
+            ray.init(address=spec.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=spec.workers, include_dashboard=False, log_to_driver=False)
+    return ray
