@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = new_stage(tmp, args.batch_size)
         model = probe.model
         task = make_task(vocabulary(probe), args.throughput_docs, args.seed)
-        texts = [d.contents() for d in task.corpus.docs.values()]
+        texts = list(task.corpus.texts())
         tokens = sum(len(x) for x in model.tokenizer(texts, add_special_tokens=False)["input_ids"])
         print(f"corpus: {args.throughput_docs:,} docs of {DOC_WORDS[0]}-{DOC_WORDS[1]} words "
               f"({tokens / len(texts):.1f} tokens/doc) "

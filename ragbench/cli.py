@@ -56,6 +56,23 @@ def main(debug: bool, catalog_dirs: tuple[str, ...]) -> None:
     catalog.add_user_folders(catalog_dirs)
 
 
+def _executor_options(fn):
+    """--executor, --workers, --ray-address: where heavy work runs, an execution setting (never in a cache key)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                     help="Where heavy work runs: local (this process) or ray (corpus encoding on an actor pool); "
+                          "default: the pipeline's executor block, else local. Never changes results or cache keys."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Ray workers per parallel step (default: the cluster's CPUs). Implies --executor ray."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster to join (auto, or ray://host:10001); default: start a local one. "
+                          "Implies --executor ray."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
 @click.argument("pipeline_file")
 @click.option("--task", "task_name", default="popqa-sample", show_default=True, help="Task card name (tasks/) or path.")
@@ -78,17 +95,20 @@ def main(debug: bool, catalog_dirs: tuple[str, ...]) -> None:
                    "Repeatable.")
 @click.option("--until", "until", default=None, metavar="STAGE",
               help="Run the stages up to and including STAGE only (e.g. retrieval without the reader).")
+@_executor_options
 @_friendly
 def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size,
-        overrides, until) -> None:
+        overrides, until, executor, workers, ray_address) -> None:
     """Run PIPELINE_FILE on a task and write a run folder."""
+    from ragbench.executors import from_options
     from ragbench.plan import RunRequest
     from ragbench.report.terminal import print_run
     from ragbench.runner import run as run_pipeline
 
     start = time.perf_counter()
     request = RunRequest(pipeline_file, task_name, data_dir, split, limit, tuple(overrides), until, out_dir,
-                         results_dir, cache_dir, no_cache, batch_size, tuple(sys.argv))
+                         results_dir, cache_dir, no_cache, batch_size, from_options(executor, workers, ray_address),
+                         tuple(sys.argv))
     record = run_pipeline(request)
     print_run(record, out, time.perf_counter() - start)
 

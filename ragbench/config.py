@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ragbench import catalog, registry
 from ragbench.errors import Problem, RagbenchError
 from ragbench.executors import ExecutorSpec
 from ragbench.metrics.spec import check_metrics, computable
 from ragbench.outputs import Answers, DerivedCorpus, Output, Rankings
-from ragbench.stage import Stage, StageOptions
+from ragbench.stage import Stage, StageOptions, is_execution
 from ragbench.yamlio import Loc, LocatedYaml, Strict, format_loc, load_yaml, pydantic_problems, validate_mapping
 
 
@@ -29,6 +29,8 @@ class _PipelineSpec(Strict):
     description: str = ""
     metrics: list[str] | None = Field(None, description="ir_measures names; default: the task card's")
     stages: list[dict[str, Any]] = Field(min_length=1)
+    executor: ExecutorSpec | None = Field(None, description="where heavy work runs: {kind: local | ray, workers, "
+                                                            "address}; --executor overrides it")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class StageSpec:
         where = {"corpus": self.corpus} if self.corpus else {}
         return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **where,
                 **self.options.model_dump(mode="json")}
+
+    def key_dict(self) -> dict[str, Any]:
+        """What the cache key sees: `as_dict()` with every execution setting (stage.EXECUTION) at its default, so
+        changing one reuses the cache. Reset, not removed: a stage that leaves them at their defaults keeps the
+        key it had before they were declared. One without a default (openai_server's base_url) is left out."""
+        where = {"corpus": self.corpus} if self.corpus else {}
+        return {"id": self.id, "type": self.type, "inputs": list(self.inputs), **where,
+                **_key_view(self.options, self.options.model_dump(mode="json"))}
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,8 @@ class Pipeline:
         if stage_id not in ids:
             raise RagbenchError.at("--until", f"'{stage_id}' is not a stage of {self.file} (stages: {', '.join(ids)})")
         kept = self.stages[: ids.index(stage_id) + 1]
-        return Pipeline(self.name, self.description, kept, _still_computable(self.metrics, kept), self.file)
+        return Pipeline(self.name, self.description, kept, _still_computable(self.metrics, kept), self.file,
+                        self.executor)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +107,35 @@ class Pipeline:
 
     def config_hash(self) -> str:
         return stable_hash(self.as_dict())[:12]
+
+
+def _key_view(model: BaseModel, dumped: Any) -> Any:
+    """`dumped` (model_dump(mode="json") of `model`) with each execution field, at any depth, at its default."""
+    if not isinstance(dumped, dict):
+        return dumped
+    out = dict(dumped)
+    for name, field in type(model).model_fields.items():
+        if name not in out:
+            continue
+        if is_execution(field):
+            if field.is_required():
+                del out[name]
+            else:  # dumped through the field's own serialiser (a Secret default stays what it would be written as)
+                reset = model.model_copy(update={name: field.get_default(call_default_factory=True)})
+                out[name] = reset.model_dump(mode="json", include={name})[name]
+        else:
+            out[name] = _key_view_value(getattr(model, name), out[name])
+    return out
+
+
+def _key_view_value(value: Any, dumped: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _key_view(value, dumped)
+    if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
+        return [_key_view_value(v, d) for v, d in zip(value, dumped, strict=True)]
+    if isinstance(value, dict) and isinstance(dumped, dict) and value.keys() == dumped.keys():
+        return {k: _key_view_value(value[k], dumped[k]) for k in dumped}
+    return dumped
 
 
 def stable_hash(obj: Any) -> str:
@@ -199,7 +239,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
                                   judged=judge_metrics(stages))
     if problems:
         return None, problems
-    return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file), []
+    return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file, spec.executor), []
 
 
 def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, type[Output]],

@@ -140,7 +140,7 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]
         for q in task.queries:
             golds = gold_answers(q, task.answers_field)
             docids = rankings.get(q.id).docids
-            docs = [view.corpus[d] for d in docids if view.corpus is not None and d in view.corpus]
+            docs = list(view.corpus.fetch(docids).values()) if view.corpus is not None else []
             for m in recall:
                 value = float(m.score(golds, texts=[recall_text(doc.title, doc.text, m.with_title) for doc in docs]))
                 scored[m.name].append(value)

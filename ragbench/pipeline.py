@@ -2,12 +2,15 @@
 
 This is the one place where the flow of data is visible: each stage reads its input stages'
 outputs and produces its own, batch by batch. A batch's records are cached the moment it is
-finished, so an interrupted run loses at most the batch in flight.
+finished, so an interrupted run loses at most the batches in flight (LLM stages on a server
+pool process several at once, `batches_in_flight`; their output is the same as one by one).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,8 +18,8 @@ from ragbench.cache import Cache, make_key
 from ragbench.config import Pipeline, StageSpec
 from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import Answers, DerivedCorpus, Judgements, Output, Probes, Rankings
-from ragbench.progress import Reporter
-from ragbench.stage import CorpusStage, StageEnv
+from ragbench.progress import Reporter, StageProgress, Stopped
+from ragbench.stage import CorpusStage, Stage, StageEnv
 from ragbench.types import Query, TaskData
 
 OutputT = TypeVar("OutputT", bound=Output)
@@ -86,11 +89,14 @@ def stage_key(spec: StageSpec, upstream: list[StageResult], task: TaskData) -> s
     corpus = task.corpus.fingerprint if task.corpus is not None else None
     # few-shot demonstrations come from the whole split
     extra = [task.pool_fingerprint] if spec.cls.reads_query_pool(spec.options) else []
-    return make_key("stage", spec.as_dict(), spec.cls.version, [u.key for u in upstream], corpus, *extra)
+    return make_key("stage", spec.key_dict(), spec.cls.version, [u.key for u in upstream], corpus, *extra)
 
 
 def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Reporter,
-                 batch_size: int = 64, executor: ExecutorSpec = LOCAL) -> PipelineResult:
+                 batch_size: int = 64, executor: ExecutorSpec = LOCAL,
+                 batches_in_flight: int | None = None) -> PipelineResult:
+    """Run the stages in order. `batches_in_flight` caps the batches a stage processes at once (None: as many
+    as each stage declares; 1: one after another); it never changes an output."""
     results: dict[str, StageResult] = {}
     for spec in pipeline.stages:
         if issubclass(spec.cls, CorpusStage):
@@ -99,7 +105,8 @@ def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Rep
         corpus = results[spec.corpus].output if spec.corpus else None
         view = corpus.view if isinstance(corpus, DerivedCorpus) else task
         upstream = [results[name] for name in spec.inputs]
-        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size, executor)
+        results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size, executor,
+                                       batches_in_flight)
     return PipelineResult(list(results.values()))
 
 
@@ -115,10 +122,9 @@ def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Repor
                        time.perf_counter() - start, stage.identity())
 
 
-def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache,
-               reporter: Reporter, batch_size: int, executor: ExecutorSpec) -> StageResult:
+def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cache: Cache, reporter: Reporter,
+               batch_size: int, executor: ExecutorSpec, batches_in_flight: int | None = None) -> StageResult:
     start = time.perf_counter()
-    produces = spec.cls.contract.produces
     key = stage_key(spec, upstream, task)
     batches = [task.queries[i:i + batch_size] for i in range(0, len(task.queries), batch_size)]
     out_key = make_key(key, _fingerprint(task.queries))
@@ -130,27 +136,88 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
 
     batch_keys = [make_key(key, _fingerprint(b)) for b in batches]
     done = {k: cache.get_batch(k) for k in batch_keys}
-    missing = [b for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
-    n_cached = len(batches) - len(missing)
+    todo = [(b, k) for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
+    n_cached = len(batches) - len(todo)
     stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs, executor))
-    if missing:
+    if todo:
         if n_cached:
             reporter.log(f"{spec.id}: resuming, {n_cached} of {len(batches)} batches already cached")
         stage.prepare(task)
-        with reporter.task(f"{spec.id} ({spec.type})", sum(map(len, missing)), "queries") as advance:
-            for batch, bkey in zip(batches, batch_keys, strict=True):
-                if done[bkey] is not None:
-                    continue
-                inputs = [{q.id: u.output.get(q.id) for q in batch} for u in upstream]
-                out = stage.process(batch, inputs)
-                done[bkey] = produces.dump([out[q.id] for q in batch if q.id in out])
-                cache.put_batch(bkey, done[bkey])
-                advance(len(batch))
+        in_flight = _in_flight(stage, batch_size, batches_in_flight)
+        with reporter.stage(f"{spec.id} ({spec.type})", sum(len(b) for b, _ in todo)) as progress:
+
+            def save(bkey: str, text: str) -> None:
+                done[bkey] = text
+                cache.put_batch(bkey, text)
+
+            _process_batches(stage, todo, upstream, progress, in_flight, save)
         stage.finish()
     identity = stage.identity()
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
     return _result(spec, key, text, upstream, task, len(batches), n_cached, start, identity)
+
+
+def _in_flight(stage: Stage, batch_size: int, cap: int | None) -> int:
+    """Batches the stage has processed at once: what it declares (LLM stages on a server pool: several; the
+    rest: one), at most `cap`."""
+    n = stage.batches_in_flight(batch_size)
+    return max(1, min(n, cap or n))
+
+
+def _process_batches(stage: Stage, todo: list[tuple[list[Query], str]], upstream: list[StageResult],
+                     progress: StageProgress, in_flight: int, save: Callable[[str, str], None]) -> None:
+    """Process the batches, `save(batch key, cache text)` each the moment it is done (in this thread).
+
+    With `in_flight` > 1, that many batches run at once in threads, so the requests of all of
+    them meet in the LLM backend's one bounded queue; each batch's output is the same as alone.
+    When one fails (or on Ctrl-C), no new batch starts, those running stop at their next request
+    (what they had finished stays in the request cache), those that complete are still saved,
+    and the first error is raised.
+    """
+    produces = stage.contract.produces
+
+    def one(batch: list[Query]) -> str:
+        inputs = [{q.id: u.output.get(q.id) for q in batch} for u in upstream]
+        with progress.batch(len(batch)):
+            out = stage.process(batch, inputs)
+        return produces.dump([out[q.id] for q in batch if q.id in out])
+
+    if in_flight == 1:
+        for batch, bkey in todo:
+            save(bkey, one(batch))
+        return
+    error: BaseException | None = None
+    waiting = iter(todo)
+    running: dict[Future[str], str] = {}
+    pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="ragbench-batch")
+    try:
+        while True:
+            while error is None and len(running) < in_flight and (item := next(waiting, None)) is not None:
+                running[pool.submit(one, item[0])] = item[1]
+            if not running:
+                break
+            try:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            except BaseException as e:  # Ctrl-C: the running batches stop at their next request; a second one quits
+                if error is not None:
+                    raise
+                error = e
+                progress.stop()
+                continue
+            for fut in finished:
+                bkey = running.pop(fut)
+                try:
+                    save(bkey, fut.result())
+                except Stopped:
+                    pass
+                except BaseException as e:
+                    error = error or e
+                    progress.stop()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # nothing is left running, unless we quit
+    if error is not None:
+        raise error
 
 
 def _result(spec: StageSpec, key: str, text: str, upstream: list[StageResult], task: TaskData, n_batches: int,

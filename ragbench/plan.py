@@ -7,6 +7,9 @@ fails here, with one located line per problem, before anything is computed.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +101,16 @@ def run_metrics(pipeline: Pipeline, card: TaskCard) -> list[str]:
 
 
 def _load(card: TaskCard, request: RunRequest, need_corpus: bool, reporter: Reporter) -> TaskData:
+    """The task's data; its corpus is converted into the run's cache (with --no-cache, a throw-away one
+    that lasts as long as the process, since the corpus is memory-mapped from it)."""
+    from ragbench.cache import Cache
     from ragbench.tasks import load_task
 
-    return load_task(card, request.split, request.data, request.limit, need_corpus=need_corpus, reporter=reporter)
+    if request.no_cache:
+        folder = tempfile.mkdtemp(prefix="ragbench-corpus-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        cache = Cache(folder)
+    else:
+        cache = Cache(request.cache_dir)
+    return load_task(card, request.split, request.data, request.limit, need_corpus=need_corpus, reporter=reporter,
+                     cache=cache)

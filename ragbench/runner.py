@@ -20,7 +20,7 @@ def execute(run_plan: RunPlan, reporter: Reporter) -> PipelineResult:
     """Run the pipeline's stages over the task, reading and filling the cache (a throw-away one with no_cache)."""
     request = run_plan.request
     with tempfile.TemporaryDirectory(prefix="ragbench-nocache-") as tmp:
-        cache = Cache(tmp if request.no_cache else request.cache_dir)
+        cache = Cache(tmp if request.no_cache else request.cache_dir, warn=reporter.warn)
         return run_pipeline(run_plan.pipeline, run_plan.task, cache, reporter, batch_size=request.batch_size,
                             executor=run_plan.executor)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
 
 from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import DerivedCorpus, Output, Rankings
@@ -23,6 +24,39 @@ from ragbench.types import Query, TaskData
 if TYPE_CHECKING:
     from ragbench.cache import Cache
     from ragbench.progress import Reporter
+
+
+#: Marks an option that cannot change a stage's output, only how fast or where it is computed (threads, device,
+#: batch sizes, servers, timeouts): `Field(..., json_schema_extra=EXECUTION)`. Cache keys see its default instead
+#: (StageSpec.key_dict), so changing it reuses every cached result; the lock file still records the real value.
+EXECUTION: dict[str, Any] = {"execution": True}
+
+
+def is_execution(field: FieldInfo) -> bool:
+    """Whether an option field is declared an execution setting (EXECUTION)."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("execution") is True
+
+
+def execution_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of the execution settings of an options class, nested models (an `llm:` block, `hnsw`,
+    every member of a union, the items of a list) included: what the docs table and the tests enumerate."""
+    found: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if is_execution(field):
+            found.append(path)
+            continue
+        for sub in _models_in(field.annotation):
+            found += [p for p in execution_fields(sub, f"{path}.") if p not in found]
+    return found
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (X, X | None, tuple[X, ...], Annotated[A | B, ...])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 class StageOptions(BaseModel):
@@ -76,6 +110,10 @@ class Stage(ABC):
     def process(self, queries: list[Query], inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """Rank (answer, judge) one batch of queries. `inputs` holds, per input stage, what it gives each query
         (`Output.get`); the result maps query ids to records of its output type."""
+
+    def batches_in_flight(self, batch_size: int) -> int:
+        """How many of its batches the pipeline may process at once: one, unless its work waits on a server."""
+        return 1
 
     def finish(self) -> None:  # noqa: B027 - optional hook
         """Called after the stage processed its uncached batches (log request counts, free memory)."""

@@ -6,9 +6,16 @@ stage's output can be cached, inspected, or replaced by a file from another tool
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ragbench.corpus_store import Store
 
 
 @dataclass(slots=True)
@@ -32,40 +39,108 @@ class Query:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class Corpus(Mapping[str, Document]):
-    """Documents by id, in file order, with a content fingerprint that cache keys depend on."""
+    """Documents by id, in file order, with a content fingerprint that cache keys depend on.
 
-    docs: dict[str, Document]
-    fingerprint: str
-    source: str = ""
+    The rows live in Arrow (`corpus_store`): memory-mapped from the cache for a task's corpus, in
+    memory for a small derived one. Documents are built only for the rows asked for: stages that walk
+    the corpus stream it (`batches`, `texts`), the others fetch by id (`corpus[id]`, `fetch`). A corpus
+    pickles as its store's path, so workers reopen the memory map instead of receiving the rows.
+    """
 
+    __slots__ = ("store", "fingerprint", "source")
+
+    def __init__(self, docs: Store | Mapping[str, Document] | Iterable[Document], fingerprint: str,
+                 source: str = ""):
+        """`docs`: a store, or documents (a mapping by id, or in order) held in an in-memory Arrow table."""
+        from ragbench.corpus_store import Store
+
+        if not isinstance(docs, Store):
+            values = docs.values() if isinstance(docs, Mapping) else docs
+            docs = Store.from_rows((d.id, d.title, d.text, json.dumps(d.extra, ensure_ascii=False) if d.extra else None)
+                                   for d in values)
+        self.store: Store = docs
+        self.fingerprint = fingerprint
+        self.source = source
+
+    @classmethod
+    def from_documents(cls, docs: Mapping[str, Document] | Iterable[Document], fingerprint: str,
+                       source: str = "") -> Corpus:
+        """A corpus held in memory, for derived corpora built in one go."""
+        return cls(docs, fingerprint, source)
+
+    @classmethod
+    def open(cls, folder: str | Path, fingerprint: str, source: str) -> Corpus:
+        """A corpus memory-mapped from a store folder (`corpus_store.Writer` made it)."""
+        from ragbench.corpus_store import Store
+
+        return cls(Store.open(folder), fingerprint, source)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} documents, source={self.source!r})"
+
+    # -- by id ---------------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Document:
-        return self.docs[key]
+        row = self.store.lookup([key])[0] if isinstance(key, str) else -1
+        if row < 0:
+            raise KeyError(key)
+        return self.at([int(row)])[0]
 
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self.store.lookup([key])[0] >= 0)
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """Each id's row (position in file order), -1 for ids the corpus does not have; one vectorised lookup."""
+        return self.store.lookup(ids)
+
+    def fetch(self, ids: Iterable[str]) -> dict[str, Document]:
+        """The documents the corpus has among `ids`, in the order asked (repeats once): what readers,
+        rerankers and judges fetch per query, in one lookup and one Arrow take."""
+        wanted = list(dict.fromkeys(ids))
+        rows = self.store.lookup(wanted)
+        found = [(i, int(r)) for i, r in zip(wanted, rows.tolist(), strict=True) if r >= 0]
+        return dict(zip((i for i, _ in found), self.at([r for _, r in found]), strict=True))
+
+    def at(self, rows: Sequence[int]) -> list[Document]:
+        """The documents at rows (positions in file order)."""
+        return _documents(self.store.take(rows, _FIELDS))
+
+    def id_at(self, rows: Sequence[int]) -> list[str]:
+        """The ids of rows (positions in file order)."""
+        return self.store.take(rows, ("id",))["id"]
+
+    # -- streaming: what stages that walk the whole corpus use -----------------------------------------
     def __iter__(self) -> Iterator[str]:
-        return iter(self.docs)
+        for cols in self.store.columns(("id",), size=4096):
+            yield from cols["id"]
 
     def __len__(self) -> int:
-        return len(self.docs)
+        return len(self.store)
 
-    # -- streaming access: what stages that walk the whole corpus use ----------------------
     def batches(self, size: int = 1024, start: int = 0, stop: int | None = None) -> Iterator[list[Document]]:
-        """Rows `start`..`stop` (file order) as lists of at most `size` documents."""
-        docs = list(self.docs.values())[start:stop]
-        for i in range(0, len(docs), size):
-            yield docs[i:i + size]
+        """Rows `start`..`stop` (file order) as lists of `size` documents (the last may be shorter)."""
+        for cols in self.store.columns(_FIELDS, start, stop, size):
+            yield _documents(cols)
 
     def texts(self, fields: tuple[str, ...] = ("title", "text"), start: int = 0,
               stop: int | None = None) -> Iterator[str]:
         """Each row's indexed text (`Document.contents(fields)`), in file order."""
-        for batch in self.batches(start=start, stop=stop):
-            yield from (d.contents(fields) for d in batch)
+        if not set(fields) <= {"title", "text"}:  # extra fields: decoded per document
+            for batch in self.batches(start=start, stop=stop):
+                yield from (d.contents(fields) for d in batch)
+            return
+        names = tuple(dict.fromkeys(fields))
+        for cols in self.store.columns(names, start, stop, 1024):
+            for values in zip(*(cols[f] for f in fields), strict=True):
+                yield " ".join(v for v in values if v)
 
-    def id_at(self, rows: list[int]) -> list[str]:
-        """The ids of rows (positions in file order)."""
-        ids = list(self.docs)
-        return [ids[r] for r in rows]
+
+_FIELDS = ("id", "title", "text", "extra")
+
+
+def _documents(cols: dict[str, list[Any]]) -> list[Document]:
+    return [Document(i, text or "", title or "", json.loads(extra) if extra else {})
+            for i, title, text, extra in zip(cols["id"], cols["title"], cols["text"], cols["extra"], strict=True)]
 
 
 # qrels: query id -> doc id -> graded relevance (the shape ir_measures and pytrec_eval take)

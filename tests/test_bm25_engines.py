@@ -54,8 +54,8 @@ def doc_freq(task: TaskData) -> Counter[str]:
     """Document frequency of each analyzed term, computed independently of every engine."""
     analyzer = Analyzer(AnalyzerOptions())
     df: Counter[str] = Counter()
-    for doc in task.corpus.docs.values():
-        df.update(set(analyzer(doc.contents())))
+    for text in task.corpus.texts():
+        df.update(set(analyzer(text)))
     return df
 
 

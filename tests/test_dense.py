@@ -17,6 +17,7 @@ from ragbench.config import load_pipeline, parse_pipeline
 from ragbench.pipeline import run_pipeline
 from ragbench.progress import Reporter
 from ragbench.retrievers.dense import Dense, DenseOptions
+from ragbench.retrievers.dense_encoder import DenseModel
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
 from ragbench.tasks.card import load_task_card
@@ -35,9 +36,9 @@ class Counter:
 
 @contextmanager
 def counting(fail_after: int | None = None):
-    """Count Dense._encode_documents calls (one per checkpoint); optionally fail on call N + 1."""
+    """Count corpus-encoder calls (one per part, in this process); optionally fail on call N + 1."""
     counter = Counter()
-    original = Dense._encode_documents
+    original = DenseModel.__call__
 
     def wrapped(self, texts):
         if fail_after is not None and counter.calls >= fail_after:
@@ -47,7 +48,7 @@ def counting(fail_after: int | None = None):
         return original(self, texts)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Dense, "_encode_documents", wrapped)
+        mp.setattr(DenseModel, "__call__", wrapped)
         yield counter
 
 
@@ -114,7 +115,7 @@ def test_exact_search_equals_brute_force(encoded, popqa: TaskData, monkeypatch) 
     full = s._encode_queries([q.text for q in queries]) @ np.asarray(s.emb, dtype=np.float32).T  # queries x docs
     for i, q in enumerate(queries):
         order = np.argsort(-full[i], kind="stable")[:50]
-        assert rankings[q.id].docids == [s.doc_ids[j] for j in order]
+        assert rankings[q.id].docids == s.corpus.id_at([int(j) for j in order])
         np.testing.assert_allclose(rankings[q.id].scores, full[i][order], rtol=1e-5, atol=1e-6)
 
 
@@ -144,7 +145,7 @@ def test_faiss_hnsw_returns_top_k_and_agrees_with_exact(encoded, popqa: TaskData
 
 
 def test_interrupted_encoding_resumes_at_last_checkpoint(popqa: TaskData, tmp_path: Path) -> None:
-    docs = list(popqa.corpus.docs.values())[:96]
+    docs = next(popqa.corpus.batches(96))
     task = make_task(docs, popqa.queries[:5], "popqa-96")
     opts = {"batch_size": 16, "checkpoint_every": 1, "max_length": 32}  # 6 checkpoints of 16 docs
     cache = Cache(tmp_path / "cache")
@@ -152,8 +153,8 @@ def test_interrupted_encoding_resumes_at_last_checkpoint(popqa: TaskData, tmp_pa
         stage(cache, **opts).prepare(task)
     assert first.rows == 32
     assert not list((cache.root / "artifacts").rglob("embeddings.npy"))
-    progress = list((cache.root / "work").rglob("progress.json"))
-    assert len(progress) == 1 and json.loads(progress[0].read_text())["done"] == 32
+    parts = sorted(p.name for p in (cache.root / "work").rglob("part-*.npy"))
+    assert parts == ["part-0000000.npy", "part-0000001.npy"]
 
     with counting() as resumed:
         s = stage(cache, **opts)
@@ -195,7 +196,7 @@ def needle_task() -> TaskData:
 def _chunk_scores(s: Dense, task: TaskData, doc_id: str) -> np.ndarray:
     """The doc's chunk scores, from chunk texts re-encoded independently of the stored matrix."""
     spans = np.load(s.embeddings_path / "spans.npy")
-    d = s.doc_ids.index(doc_id)
+    d = list(s.corpus).index(doc_id)
     text = task.corpus[doc_id].contents()
     chunks = [text[a:b] for a, b in spans[s.doc_offsets[d]:s.doc_offsets[d + 1]]]
     emb = s.model.encode(chunks, normalize_embeddings=True, convert_to_numpy=True)
@@ -207,7 +208,7 @@ def test_chunking_maxp_scores_a_doc_by_its_best_chunk(needle_task: TaskData, tmp
     chunking = {"size": 64, "stride": 48}
     maxp = stage(cache, chunking=chunking, top_k=5)
     maxp.prepare(needle_task)
-    d = maxp.doc_ids.index("long")
+    d = list(maxp.corpus).index("long")
     assert maxp.doc_offsets[d + 1] - maxp.doc_offsets[d] >= 5
     spans = np.load(maxp.embeddings_path / "spans.npy")
     text = needle_task.corpus["long"].contents()

@@ -175,6 +175,26 @@ def test_unreachable_server_is_one_line_quickly() -> None:
     assert llm.stats.failed >= 1 and llm.stats.requests == 0  # the others were cancelled, not failed
 
 
+def test_pool_skips_a_down_server_and_lets_one_request_probe_it() -> None:
+    from ragbench.llm.http_pool import ServerPool
+
+    pool = ServerPool(["a", "b"], revive_after=0.2)
+    assert pool.mark_down("a") and not pool.mark_down("a")  # the first report warns, the others do not
+    assert [pool.acquire() for _ in range(3)] == ["b"] * 3 and not pool.other_up({"b"})
+    time.sleep(0.25)
+    assert [pool.acquire() for _ in range(2)] == ["a", "b"]  # one probe; the others keep avoiding it
+    pool.release("a", answered=True)
+    assert not pool.down and pool.acquire() == "a"  # back, and the least busy
+
+
+def test_no_server_is_contacted_before_a_request_is_sent() -> None:
+    from tests.vllm_server import free_port
+
+    llm = server_llm(f"http://127.0.0.1:{free_port()}/v1", max_model_len=2048)
+    assert llm.context_length == 2048 and llm.identity()["server_model"] == "unreached"
+    assert not llm.served
+
+
 # -- openai_server against vLLM's server ------------------------------------------------------------
 @pytest.mark.vllm
 def test_server_greedy_matches_transformers(vllm_server, reference: dict[str, list]) -> None:
@@ -236,6 +256,22 @@ def test_server_pool_uses_every_base_url(vllm_server) -> None:
         llm.chat(CHATS[:4], Sampling(max_tokens=4))
         assert llm.served[urls[0]] >= 1 and llm.served[urls[1]] >= 1, (concurrency, llm.served)
         assert sum(llm.served.values()) == 4
+
+
+@pytest.mark.vllm
+def test_server_pool_carries_on_without_a_dead_server(vllm_server, caplog: pytest.LogCaptureFixture) -> None:
+    """A server that refuses connections is marked down once (one warning) and the live one answers
+    everything: a failover to an untried server spends no retry (retries=0 here)."""
+    from tests.vllm_server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    llm = server_llm([dead, vllm_server.base_url], concurrency=3, retries=0)
+    with caplog.at_level("WARNING", logger="ragbench.llm.http_pool"):
+        gens = llm.chat(CHATS[:6], Sampling(max_tokens=4))
+    assert all(g.text for g in gens) and llm.stats.failed == 0
+    assert (llm.served[vllm_server.base_url], llm.served[dead]) == (6, 0) and dead in llm.http.pool.down
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"LLM server {dead} is down (ConnectError")
 
 
 @pytest.mark.vllm

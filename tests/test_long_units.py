@@ -27,84 +27,92 @@ from ragbench.types import Corpus, Document
 from tests.conftest import SHARED_DATA
 
 
-def docs(n: int, titles: list[str] | None = None) -> list[Document]:
-    return [Document(f"d{i}", f"text {i}", titles[i] if titles else f"T{i}") for i in range(n)]
+def grouped(links: tuple[list[int], list[int]], size: list[int], k: int) -> list[list[str]]:
+    """group_by_links over rows, its units named d<row> for readability."""
+    return [[f"d{i}" for i in u] for u in group_by_links(*links, size, k)]
 
 
-def sizes(*values: int) -> dict[str, int]:
-    return {f"d{i}": v for i, v in enumerate(values)}
+def sizes(*values: int) -> list[int]:
+    return list(values)
 
 
-def edges(*pairs: tuple[int, int]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for a, b in pairs:  # one direction only: the merge must make links undirected
-        out.setdefault(f"d{a}", []).append(f"d{b}")
-    return out
+def edges(*pairs: tuple[int, int]) -> tuple[list[int], list[int]]:
+    return [a for a, _ in pairs], [b for _, b in pairs]  # one direction only: the merge must make links undirected
 
 
 # -- group_by_links on hand-worked graphs -------------------------------------------------------------
 def test_chain_absorbed_groups_disappear() -> None:
     # degrees d0:1 d3:1 d1:2 d2:2 -> d0={d0}, d3={d3}, d1 absorbs {d0} (20), d2 absorbs {d3} (10) then {d0,d1} (20)
     chain = edges((0, 1), (1, 2), (2, 3))
-    assert group_by_links(docs(4), chain, sizes(10, 10, 10, 10), 100) == [["d0", "d1", "d2", "d3"]]
+    assert grouped(chain, sizes(10, 10, 10, 10), 100) == [["d0", "d1", "d2", "d3"]]
     # K=25: d2 takes {d3} (20 tokens), then {d0,d1} (20) would make 40 > 25
-    assert group_by_links(docs(4), chain, sizes(10, 10, 10, 10), 25) == [["d0", "d1"], ["d2", "d3"]]
+    assert grouped(chain, sizes(10, 10, 10, 10), 25) == [["d0", "d1"], ["d2", "d3"]]
 
 
 def test_star_merges_smallest_first_ties_by_corpus_order() -> None:
     # leaves (degree 1) become singletons first; the centre then takes d1, d2 (ties by order): 30, +d3 = 40 > 35
     star = edges((0, 1), (0, 2), (0, 3), (0, 4))
-    assert group_by_links(docs(5), star, sizes(10, 10, 10, 10, 10), 35) == [["d0", "d1", "d2"], ["d3"], ["d4"]]
+    assert grouped(star, sizes(10, 10, 10, 10, 10), 35) == [["d0", "d1", "d2"], ["d3"], ["d4"]]
 
 
 def test_merge_stops_at_first_group_that_does_not_fit() -> None:
     # centre d0 (10) and leaves d1 (50), d2 (5), d3 (30), K=50: sorted 5, 30, 50 -> 15, 45, then 95 > 50: stop
     star = edges((0, 1), (0, 2), (0, 3))
-    assert group_by_links(docs(4), star, sizes(10, 50, 5, 30), 50) == [["d0", "d2", "d3"], ["d1"]]
+    assert grouped(star, sizes(10, 50, 5, 30), 50) == [["d0", "d2", "d3"], ["d1"]]
     # whole groups are compared: d2 takes {d4} (45); d3 then takes {d1} (20) but not {d2, d4} (20 + 45 > 50)
     graph = edges((2, 3), (3, 1), (4, 2))
-    assert group_by_links(docs(5), graph, sizes(10, 10, 25, 10, 20), 50) == [["d0"], ["d1", "d3"], ["d2", "d4"]]
+    assert grouped(graph, sizes(10, 10, 25, 10, 20), 50) == [["d0"], ["d1", "d3"], ["d2", "d4"]]
 
 
-def test_isolated_kept_and_bad_links_ignored() -> None:
-    links = edges((0, 1)) | {"d2": ["d2", "missing"], "nowhere": ["d0"]}
-    assert group_by_links(docs(3), links, sizes(1, 1, 1), 100) == [["d0", "d1"], ["d2"]]
+def test_isolated_kept_self_and_repeated_links_ignored() -> None:
+    links = edges((0, 1), (1, 0), (0, 1), (2, 2))
+    assert grouped(links, sizes(1, 1, 1), 100) == [["d0", "d1"], ["d2"]]
 
 
 def test_oversize_document_is_a_unit_of_its_own() -> None:
     # d0 (500 > K) is processed first and stays alone; d1 later takes d2's group but not d0's
-    assert group_by_links(docs(3), edges((0, 1), (1, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1", "d2"]]
+    assert grouped(edges((0, 1), (1, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1", "d2"]]
     # processed last, an oversize document merges nothing
-    assert group_by_links(docs(3), edges((0, 1), (0, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1"], ["d2"]]
+    assert grouped(edges((0, 1), (0, 2)), sizes(500, 10, 10), 100) == [["d0"], ["d1"], ["d2"]]
 
 
 def test_degree_window(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lu, "MAX_DEGREE", 2)  # the centre (degree 3) is never processed: all singletons
     star = edges((0, 1), (0, 2), (0, 3))
-    assert group_by_links(docs(4), star, sizes(1, 1, 1, 1), 100) == [["d0"], ["d1"], ["d2"], ["d3"]]
+    assert grouped(star, sizes(1, 1, 1, 1), 100) == [["d0"], ["d1"], ["d2"], ["d3"]]
 
 
 def test_deterministic_partition_within_k() -> None:
     rng = random.Random(7)
     n, k = 300, 200
-    corpus = docs(n)
-    size = {d.id: rng.randint(1, 120) for d in corpus} | {"d5": 900}
+    size = [rng.randint(1, 120) for _ in range(n)]
+    size[5] = 900
     pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(600)]
-    first = group_by_links(corpus, edges(*pairs), size, k)
+    first = group_by_links(*edges(*pairs), size, k)
     rng.shuffle(pairs)
-    again = group_by_links(corpus, edges(*[(b, a) for a, b in pairs]), size, k)  # other direction and order
+    again = group_by_links(*edges(*[(b, a) for a, b in pairs]), size, k)  # other direction and order
     assert first == again
-    assert sorted(m for u in first for m in u) == sorted(d.id for d in corpus)
+    assert sorted(m for u in first for m in u) == list(range(n))
     assert all(sum(size[m] for m in u) <= k for u in first if len(u) > 1)
-    assert ["d5"] in first
+    assert [5] in first
+
+
+def test_resolve_links_by_id_then_title_then_lowercase_title() -> None:
+    rows = [("a", "Alpha", ["b", "Gamma", "delta", "Nowhere"]), ("b", "Beta", "a"), ("c", "Gamma", []),
+            ("d", "Delta", ["Delta"]), ("e", "Gamma", [])]  # a second "Gamma": links resolve to the first
+    corpus = Corpus({i: Document(i, "x", t, {"links": links}) for i, t, links in rows}, "fp")
+    src, dst, unresolved = lu.resolve_links(corpus, "links")
+    assert list(zip(corpus.id_at(src), corpus.id_at(dst), strict=True)) == [
+        ("a", "b"), ("a", "c"), ("a", "d"), ("b", "a"), ("d", "d")]
+    assert unresolved == 1
 
 
 # -- group_by_title ---------------------------------------------------------------------------------
 def test_title_packing() -> None:
     titles = ["A", "A", "A", "B", "A", "", "", "C", "C"]
-    units = group_by_title(docs(9, titles), sizes(40, 40, 40, 40, 40, 5, 5, 150, 10), 100)
+    units = group_by_title(titles, sizes(40, 40, 40, 40, 40, 5, 5, 150, 10), 100)
     # A's run is packed 80 + 40; A after B starts anew; untitled docs stay alone; C's oversize passage is alone
-    assert units == [["d0", "d1"], ["d2"], ["d3"], ["d4"], ["d5"], ["d6"], ["d7"], ["d8"]]
+    assert units == [[0, 1], [2], [3], [4], [5], [6], [7], [8]]
 
 
 # -- map_qrels --------------------------------------------------------------------------------------
@@ -146,7 +154,7 @@ def test_build_units_cache_round_trip(smollm2_dir: Path, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(lu, "group_by_links", fail)
     again, stats2 = build_units(linked_corpus(), options, cache)
-    assert again.fingerprint == units.fingerprint and again.docs == units.docs and stats2 == stats
+    assert again.fingerprint == units.fingerprint and again == units and stats2 == stats
     monkeypatch.undo()
     small, small_stats = build_units(
         linked_corpus(), LongUnitsOptions(tokenizer=str(smollm2_dir), max_tokens=8), cache)
@@ -192,7 +200,8 @@ def test_mention_links_word_boundaries_longest_title_and_no_self_links() -> None
     corpus = Corpus({i: Document(i, text, title) for i, title, text in rows}, "fp")
     # a: "New York City" (longest match first) and "New York" (a's own: dropped) -> b only
     # b: "York" -> c, "Yorkshire" is not "York"; c: "New Yorkers" does not mention "New York" at a boundary
-    assert lu.mention_links(corpus) == {"a": ["b"], "b": ["c"]}
+    src, dst = lu.mention_links(corpus)
+    assert list(zip(corpus.id_at(src), corpus.id_at(dst), strict=True)) == [("a", "b"), ("b", "c")]
 
 
 # -- long units in a pipeline -------------------------------------------------------------------------

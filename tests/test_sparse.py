@@ -6,7 +6,7 @@
   hold at most 128 positive integer weights, and do not depend on the batch they were in.
 - The scipy sparse index returns exactly a brute-force dense top-k (ties by doc id), also
   when it splits queries and documents into batches; the Lucene impact index agrees.
-- Corpus encoding resumes from its saved chunks.
+- Corpus encoding resumes from its saved parts.
 - SPLADE ranks the obvious document first on hand-written queries, and both SPLADE and
   PromptReps beat a seeded random ranking by a wide margin on real PopQA questions (bar 3).
 
@@ -28,12 +28,8 @@ from ragbench.cache import Cache
 from ragbench.metrics.ir import evaluate
 from ragbench.progress import Reporter
 from ragbench.retrievers.base import Retriever
-from ragbench.retrievers.sparse_index import (
-    LuceneImpactIndex,
-    ScipySparseIndex,
-    encode_corpus,
-    to_csr,
-)
+from ragbench.retrievers.sparse_encoding import DocumentEncoder, encode_corpus
+from ragbench.retrievers.sparse_index import LuceneImpactIndex, ScipySparseIndex, to_csr
 from ragbench.stage import StageEnv
 from ragbench.tasks import load_task
 from ragbench.tasks.card import load_task_card
@@ -76,9 +72,9 @@ def popqa_subset(n_queries: int, n_distractors: int, seed: int = 0) -> TaskData:
     task = load_task(card, limit=n_queries)
     assert task.corpus is not None
     relevant = [d for rels in task.qrels.values() for d in rels if d in task.corpus]
-    others = sorted(set(task.corpus.docs) - set(relevant))
+    others = sorted(set(task.corpus) - set(relevant))
     keep = set(relevant) | set(random.Random(seed).sample(others, n_distractors))
-    docs = {d: doc for d, doc in task.corpus.docs.items() if d in keep}
+    docs = {d: doc for batch in task.corpus.batches() for doc in batch if (d := doc.id) in keep}
     corpus = Corpus(docs, f"{task.corpus.fingerprint}-subset-{n_queries}-{n_distractors}-{seed}", task.corpus.source)
     return TaskData(task.name, task.split, task.queries, task.qrels, corpus, task.source,
                     task.fingerprint + corpus.fingerprint)
@@ -92,7 +88,7 @@ def full_popqa(n_queries: int) -> TaskData:
 def random_ndcg(task: TaskData, seeds: int = 10) -> float:
     """nDCG@10 of seeded random rankings of the same corpus, averaged over a few seeds."""
     assert task.corpus is not None
-    ids = list(task.corpus.docs)
+    ids = list(task.corpus)
     values = []
     for seed in range(seeds):
         rng = random.Random(seed)
@@ -147,7 +143,8 @@ def test_lucene_impact_index_agrees_with_scipy(tmp_path):
     sparse.save_npz(vectors / "docs.npz", sparse.csr_matrix(docs))
     (vectors / "meta.json").write_text(json.dumps({"integer": True}))
     terms = [f"t{i}" for i in range(docs.shape[1])]
-    lucene = LuceneImpactIndex(stub(tmp_path / "cache"), vectors, doc_ids, terms, threads=1)
+    corpus = Corpus({d: Document(d, "") for d in doc_ids}, "ids")
+    lucene = LuceneImpactIndex(stub(tmp_path / "cache"), vectors, corpus, terms, threads=1)
     k = 10
     hits = lucene.search(sparse.csr_matrix(queries), [f"q{i}" for i in range(len(queries))], k)
     for i, ref in enumerate(brute_force(docs, queries, doc_ids, k)):
@@ -158,26 +155,36 @@ def test_lucene_impact_index_agrees_with_scipy(tmp_path):
         assert got.docids[:len(untied)] == untied
 
 
-def test_corpus_encoding_resumes_from_saved_chunks(tmp_path):
-    texts = [f"text {i}" for i in range(10)]
-    calls: list[str] = []
+class _Encoder:
+    """A sparse encoder of "text i" (the term i), which can be made to fail like a killed run."""
 
-    def encode(batch: list[str]):
-        calls.extend(batch)
-        if fail and len(calls) > 4:
-            raise KeyboardInterrupt  # killed during the third chunk
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail = False
+
+    def load(self) -> None:
+        pass
+
+    def __call__(self, batch: list[str]):
+        self.calls.extend(batch)
+        if self.fail and len(self.calls) > 4:
+            raise KeyboardInterrupt  # killed during the third part
         rows = [{int(t.split()[1]): 1.0 + int(t.split()[1])} for t in batch]
         return to_csr(rows, 16), np.array([[float(len(t))] for t in batch], dtype=np.float32)
 
+
+def test_corpus_encoding_resumes_from_saved_parts(tmp_path):
+    corpus = Corpus({f"d{i}": Document(f"d{i}", f"text {i}") for i in range(10)}, "ten")
+    encode = _Encoder()
     stage = stub(tmp_path)
-    fail = True
+    encode.fail = True
     with pytest.raises(KeyboardInterrupt):
-        encode_corpus(stage, "k" * 64, texts, encode, 16, batch_size=2, chunk_docs=2, description="test")
-    assert len(calls) == 6
-    calls.clear()
-    fail = False
-    path = encode_corpus(stage, "k" * 64, texts, encode, 16, batch_size=2, chunk_docs=2, description="test")
-    assert len(calls) == 6, "the two finished chunks were encoded again"
+        encode_corpus(stage, "k" * 64, corpus, ("text",), encode, 16, batch_size=2, part_rows=2, description="test")
+    assert len(encode.calls) == 6
+    encode.calls.clear()
+    encode.fail = False
+    path = encode_corpus(stage, "k" * 64, corpus, ("text",), encode, 16, batch_size=2, part_rows=2, description="t")
+    assert len(encode.calls) == 6, "the two finished parts were encoded again"
     m = sparse.load_npz(path / "docs.npz").toarray()
     assert [m[i, i] for i in range(10)] == [1.0 + i for i in range(10)]
     assert np.load(path / "dense.npy").shape == (10, 1)
@@ -228,8 +235,9 @@ def test_splade_ranks_the_obvious_document_first(tmp_path):
     assert ident["model"]["source"] == "bundled" and ident["model"]["weights_sha256"]
     # the encoded corpus is cached: a second stage neither re-encodes nor ranks differently
     again = splade_stage(tmp_path, top_k=3)
-    again.encode_documents = None  # type: ignore[assignment] - would fail if called
-    again.prepare(task)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DocumentEncoder, "__call__", None)  # would fail if called
+        again.prepare(task)
     assert {k: v.docids for k, v in again.search(task.queries).items()} == {k: v.docids for k, v in out.items()}
 
 
@@ -384,8 +392,9 @@ def test_llm_sparse_far_above_random(converted, tmp_path):
     assert score > max(3 * rand, rand + 0.25), f"llm_sparse nDCG@10 {score:.3f} vs random {rand:.3f}"
     # hybrid reuses the stored vectors (no re-encoding) and still beats random
     hybrid = llm_stage(tmp_path, top_k=100, hybrid=True)
-    hybrid.encode_documents = None  # type: ignore[assignment] - would fail if called
-    hybrid.prepare(task)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DocumentEncoder, "__call__", None)  # would fail if called
+        hybrid.prepare(task)
     h = evaluate(hybrid.search(task.queries), task.qrels, ["nDCG@10"])[0]["nDCG@10"]
     print(f"llm_sparse nDCG@10 {score:.3f}, hybrid {h:.3f}, random {rand:.3f} "
           f"({len(task.corpus)} passages, {len(task.queries)} queries)")

@@ -55,9 +55,9 @@ def _tiny_task() -> TaskData:
     task = load_task(load_task_card("popqa-sample")[0], limit=2)
     assert task.corpus is not None
     gold = [d for q in task.queries for d in task.qrels.get(q.id, {})]
-    keep = list(dict.fromkeys(gold + list(task.corpus.docs)[:12 - len(gold)]))
-    docs = {d: task.corpus.docs[d] for d in keep}
-    corpus = Corpus(docs, f"{task.corpus.fingerprint}:first{len(docs)}", task.corpus.source)
+    keep = list(dict.fromkeys(gold + task.corpus.id_at(range(12 - len(gold)))))
+    corpus = Corpus.from_documents([task.corpus[d] for d in keep], f"{task.corpus.fingerprint}:first{len(keep)}",
+                                   task.corpus.source)
     return TaskData(task.name, task.split, task.queries, task.qrels, corpus, task.source, f"{task.fingerprint}:tiny",
                     task.answers_field, task.pool, task.pool_fingerprint)
 

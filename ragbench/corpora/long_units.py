@@ -45,7 +45,7 @@ import dataclasses
 import gzip
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,13 +53,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ragbench import corpus_store
 from ragbench.cache import Cache, make_key
+from ragbench.corpus_store import id_hashes
 from ragbench.errors import RagbenchError
 from ragbench.llm.loading import DEFAULT_MODEL, load_tokenizer
 from ragbench.outputs import DerivedCorpus
 from ragbench.progress import Reporter
 from ragbench.stage import CorpusStage, StageOptions
-from ragbench.types import Corpus, Document, Qrels, TaskData
+from ragbench.tasks.beir import convert_corpus
+from ragbench.types import Corpus, Qrels, TaskData
 
 #: Bump when the same options would now produce different units: it invalidates cached units.
 VERSION = "1"
@@ -114,37 +117,35 @@ class UnitCorpus(Corpus):
     __slots__ = ()
 
     def members(self, unit_id: str) -> list[str]:
-        return list(self.docs[unit_id].extra["members"])
+        return list(self[unit_id].extra["members"])
 
 
-# -- grouping -------------------------------------------------------------------------------------
-def group_by_links(docs: Sequence[Document], links: Mapping[str, Iterable[str]], size: Mapping[str, int],
-                   max_tokens: int) -> list[list[str]]:
-    """LongRAG's greedy merge over an undirected link graph; returns units as member id lists.
+# -- grouping, over rows (positions in corpus order) ------------------------------------------------------
+def group_by_links(src: np.ndarray | Sequence[int], dst: np.ndarray | Sequence[int], sizes: np.ndarray | Sequence[int],
+                   max_tokens: int) -> list[list[int]]:
+    """LongRAG's greedy merge over the undirected graph of links `src[i] -> dst[i]` between rows; returns units
+    as row lists, in the order of their first member, members in corpus order.
 
-    `links` maps a doc id to linked doc ids (unknown ids ignored). Units are in the order of their
-    first member, members in corpus order.
+    Links may repeat or point either way; self-links are ignored. The graph is held in numpy (a few bytes a
+    link), not as a Python set per document.
     """
-    index = {d.id: i for i, d in enumerate(docs)}
-    adj: list[set[int]] = [set() for _ in docs]
-    for src, targets in links.items():
-        i = index.get(src)
-        if i is None:
-            continue
-        for t in targets:
-            j = index.get(t)
-            if j is not None and j != i:
-                adj[i].add(j)
-                adj[j].add(i)
-    sizes = [int(size[d.id]) for d in docs]
-    group_of = [-1] * len(docs)
+    n = len(sizes)
+    src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+    a, b = src[src != dst], dst[src != dst]
+    pairs = np.unique(np.concatenate([a * n + b, b * n + a]))  # undirected, each neighbour once
+    heads, tails = pairs // max(n, 1), pairs % max(n, 1)
+    indptr = np.searchsorted(heads, np.arange(n + 1))
+    degree = np.diff(indptr)
+    order = np.flatnonzero((degree >= 1) & (degree <= MAX_DEGREE))
+    order = order[np.argsort(degree[order], kind="stable")]  # ascending degree, ties by corpus order
+    group_of = np.full(n, -1, dtype=np.int64)
     members: dict[int, list[int]] = {}
     gsize: dict[int, int] = {}
     first: dict[int, int] = {}  # a group's first document in corpus order, for ties
-    order = sorted((i for i in range(len(docs)) if 1 <= len(adj[i]) <= MAX_DEGREE), key=lambda i: (len(adj[i]), i))
-    for gid, i in enumerate(order):
-        neighbours = sorted({group_of[j] for j in adj[i] if group_of[j] >= 0}, key=lambda g: (gsize[g], first[g]))
-        group, total = [i], sizes[i]
+    for gid, i in enumerate(order.tolist()):
+        near = group_of[tails[indptr[i]:indptr[i + 1]]]
+        neighbours = sorted(set(near[near >= 0].tolist()), key=lambda g: (gsize[g], first[g]))
+        group, total = [i], int(sizes[i])
         for g in neighbours:
             if total + gsize[g] > max_tokens:
                 break
@@ -152,75 +153,109 @@ def group_by_links(docs: Sequence[Document], links: Mapping[str, Iterable[str]],
             total += gsize.pop(g)
             del first[g]
         members[gid], gsize[gid], first[gid] = group, total, min(group)
-        for m in group:
-            group_of[m] = gid
+        group_of[group] = gid
     units = [sorted(m) for m in members.values()]
-    units += [[i] for i in range(len(docs)) if group_of[i] < 0]
-    return [[docs[i].id for i in u] for u in sorted(units)]
+    units += [[i] for i in np.flatnonzero(group_of < 0).tolist()]
+    return sorted(units)
 
 
-def group_by_title(docs: Sequence[Document], size: Mapping[str, int], max_tokens: int) -> list[list[str]]:
-    """Consecutive same-title documents packed greedily into units of <= max_tokens (never split)."""
-    units: list[list[str]] = []
+def group_by_title(titles: Iterable[str], sizes: np.ndarray | Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive same-title rows packed greedily into units of <= max_tokens (never split)."""
+    units: list[list[int]] = []
     title, total = None, 0
-    for d in docs:
-        n = int(size[d.id])
-        if d.title and d.title == title and total + n <= max_tokens:
-            units[-1].append(d.id)
+    for i, t in enumerate(titles):
+        n = int(sizes[i])
+        if t and t == title and total + n <= max_tokens:
+            units[-1].append(i)
             total += n
         else:
-            units.append([d.id])
-            title, total = d.title, n
+            units.append([i])
+            title, total = t, n
     return units
 
 
-def resolve_links(corpus: Corpus, field: str) -> tuple[dict[str, list[str]], int]:
-    """Each document's `field` values as doc ids (id, exact title, lowercased title); and the unresolved count."""
-    by_title: dict[str, str] = {}
-    by_lower: dict[str, str] = {}
-    for d in corpus.docs.values():
-        if d.title:
-            by_title.setdefault(d.title, d.id)
-            by_lower.setdefault(d.title.lower(), d.id)
-    out: dict[str, list[str]] = {}
-    unresolved = 0
-    for d in corpus.docs.values():
-        values = d.extra.get(field)
-        if not values:
-            continue
-        ids = []
-        for v in [values] if isinstance(values, str) else values:
-            v = str(v)
-            hit = v if v in corpus.docs else by_title.get(v) or by_lower.get(v.lower())
-            if hit is None:
-                unresolved += 1
-            else:
-                ids.append(hit)
-        out[d.id] = ids
-    return out, unresolved
+class _FirstRow:
+    """The first row with each title (or lowercased title), by 64-bit hash, checked against the corpus on
+    lookup: 16 bytes a document where a dict of titles would hold every title as a Python string."""
+
+    def __init__(self, corpus: Corpus, lower: bool):
+        self.corpus, self.lower = corpus, lower
+        keys = (t.lower() if lower else t for t in corpus.texts(("title",)))
+        hashes = id_hashes(keys)
+        rows = np.flatnonzero(hashes != id_hashes([""])[0])  # untitled documents resolve nothing
+        self.hashes, first = np.unique(hashes[rows], return_index=True)
+        self.rows = rows[first]
+
+    def find(self, values: list[str]) -> np.ndarray:
+        """The first row titled each value, -1 where none is."""
+        keys = [v.lower() for v in values] if self.lower else values
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not keys or not len(self.hashes):
+            return out
+        want = id_hashes(keys)
+        pos = np.minimum(np.searchsorted(self.hashes, want), len(self.hashes) - 1)
+        hit = np.flatnonzero(self.hashes[pos] == want)
+        rows = self.rows[pos[hit]]
+        titles = self.corpus.store.take(rows, ("title",))["title"]
+        for k, row, title in zip(hit.tolist(), rows.tolist(), titles, strict=True):
+            if ((title or "").lower() if self.lower else title) == keys[k]:  # not another title's hash
+                out[k] = row
+        return out
 
 
-def mention_links(corpus: Corpus, min_chars: int = 4) -> dict[str, list[str]]:
-    """Each document's links to the documents whose titles its text mentions (word boundaries, case-sensitive)."""
-    by_title: dict[str, str] = {}
-    for d in corpus.docs.values():
-        if len(d.title) >= min_chars:
-            by_title.setdefault(d.title, d.id)
-    if not by_title:
-        return {}
-    titles = sorted(by_title, key=len, reverse=True)  # longest first: "New York City" before "New York"
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, titles)) + r")(?!\w)")
-    out: dict[str, list[str]] = {}
-    for d in corpus.docs.values():
-        hits = {by_title[m.group(0)] for m in pattern.finditer(d.text)} - {d.id}
-        if hits:
-            out[d.id] = sorted(hits)
-    return out
+def resolve_links(corpus: Corpus, field: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each document's `field` values as links between rows (a value is an id, else an exact title, else a
+    lowercased title; the first document with that title): (sources, targets, unresolved values)."""
+    by_title, by_lower = _FirstRow(corpus, lower=False), _FirstRow(corpus, lower=True)
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    unresolved, row = 0, 0
+    for batch in corpus.batches(size=_BATCH):
+        sources, values = [], []
+        for d in batch:
+            links = d.extra.get(field)
+            if links:
+                for v in [links] if isinstance(links, str) else links:
+                    sources.append(row)
+                    values.append(str(v))
+            row += 1
+        targets = corpus.rows(values)
+        for lookup in (by_title, by_lower):
+            todo = np.flatnonzero(targets < 0)
+            if len(todo):
+                targets[todo] = lookup.find([values[k] for k in todo.tolist()])
+        found = targets >= 0
+        unresolved += int((~found).sum())
+        src.append(np.asarray(sources, dtype=np.int64)[found])
+        dst.append(targets[found])
+    return np.concatenate(src or [np.empty(0, np.int64)]), np.concatenate(dst or [np.empty(0, np.int64)]), unresolved
 
 
-def map_qrels(qrels: Qrels, units: Corpus) -> Qrels:
+def mention_links(corpus: Corpus, min_chars: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Links from each row to the rows whose titles its text mentions (word boundaries, case-sensitive)."""
+    by_title: dict[str, int] = {}
+    for row, title in enumerate(corpus.texts(("title",))):
+        if len(title) >= min_chars:
+            by_title.setdefault(title, row)
+    src: list[int] = []
+    dst: list[int] = []
+    if by_title:
+        titles = sorted(by_title, key=len, reverse=True)  # longest first: "New York City" before "New York"
+        pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, titles)) + r")(?!\w)")
+        for row, text in enumerate(corpus.texts(("text",))):
+            hits = sorted({by_title[m.group(0)] for m in pattern.finditer(text)} - {row})
+            src += [row] * len(hits)
+            dst += hits
+    return np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+
+
+def map_qrels(qrels: Qrels, units: UnitCorpus) -> Qrels:
     """Qrels over unit ids: a unit's grade is the highest of its members' (docs in no unit are dropped)."""
-    unit_of = {m: uid for uid, u in units.docs.items() for m in u.extra["members"]}
+    judged = {d for rels in qrels.values() for d in rels}
+    unit_of: dict[str, str] = {}
+    for batch in units.batches(size=_BATCH):  # one pass over the units, keeping only judged members
+        for u in batch:
+            unit_of.update((m, u.id) for m in u.extra["members"] if m in judged)
     out: Qrels = {}
     for qid, rels in qrels.items():
         mapped: dict[str, int] = {}
@@ -249,53 +284,59 @@ def units_key(corpus: Corpus, options: LongUnitsOptions, tokenizer_hash: str) ->
 
 def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
                 reporter: Reporter | None = None) -> tuple[UnitCorpus, UnitStats]:
-    """The corpus of units and its statistics, built once per key and then read from the cache."""
+    """The corpus of units and its statistics, built once per key and then read from the cache.
+
+    The source corpus is streamed (sizes, titles, links) and members fetched by row; the units are kept
+    as units.jsonl.gz (the artifact's format since VERSION 1) and opened as an Arrow store made from it.
+    """
     tokenizer, tok_hash = load_tokenizer(options.tokenizer, cache.root)
     key = units_key(corpus, options, tok_hash)
 
     def build(tmp: Path) -> None:
-        docs = list(corpus.docs.values())
-        sizes: dict[str, int] = {}
-        with (reporter or Reporter(quiet=True)).task("long units: counting tokens", len(docs), "docs") as advance:
-            for b in range(0, len(docs), _BATCH):
-                batch = docs[b:b + _BATCH]
-                sizes.update(zip((d.id for d in batch), count_tokens(tokenizer, [d.contents() for d in batch]),
-                                 strict=True))
-                advance(len(batch))
+        n = len(corpus)
+        sizes = np.zeros(n, dtype=np.int64)
+        with (reporter or Reporter(quiet=True)).task("long units: counting tokens", n, "docs") as advance:
+            for start in range(0, n, _BATCH):
+                texts = list(corpus.texts(start=start, stop=start + _BATCH))
+                sizes[start:start + len(texts)] = count_tokens(tokenizer, texts)
+                advance(len(texts))
         mode = options.group_by
         if mode == "auto":
-            mode = "links" if any(d.extra.get(options.links_field) for d in docs) else "title"
+            mode = "links" if any(d.extra.get(options.links_field) for b in corpus.batches(_BATCH) for d in b) \
+                else "title"
         unresolved = 0
         if mode == "links":
-            links, unresolved = resolve_links(corpus, options.links_field)
-            groups = group_by_links(docs, links, sizes, options.max_tokens)
+            src, dst, unresolved = resolve_links(corpus, options.links_field)
+            groups = group_by_links(src, dst, sizes, options.max_tokens)
         elif mode == "mentions":
-            groups = group_by_links(docs, mention_links(corpus), sizes, options.max_tokens)
+            groups = group_by_links(*mention_links(corpus), sizes, options.max_tokens)
         else:
-            groups = group_by_title(docs, sizes, options.max_tokens)
+            groups = group_by_title(corpus.texts(("title",)), sizes, options.max_tokens)
         width = max(6, len(str(len(groups) - 1)))
         unit_sizes = []
         with gzip.open(tmp / "units.jsonl.gz", "wt", encoding="utf-8", compresslevel=6) as f:
-            for n, group in enumerate(groups):
-                member_docs = [corpus.docs[m] for m in group]
-                tokens = sum(sizes[m] for m in group)
-                unit_sizes.append(tokens)
-                titles = list(dict.fromkeys(d.title for d in member_docs if d.title))
-                row = {"id": f"u{n:0{width}d}", "title": TITLE_SEP.join(titles),
-                       "text": options.separator.join(d.text for d in member_docs), "members": group, "tokens": tokens}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        stats = UnitStats(mode, options.max_tokens, len(docs), len(groups), sum(len(g) == 1 for g in groups),
+            for g0 in range(0, len(groups), _BATCH):  # members fetched a chunk of units at a time
+                chunk = groups[g0:g0 + _BATCH]
+                fetched = iter(corpus.at([r for group in chunk for r in group]))
+                for n_unit, group in enumerate(chunk, start=g0):
+                    member_docs = [next(fetched) for _ in group]
+                    tokens = int(sizes[group].sum())
+                    unit_sizes.append(tokens)
+                    titles = list(dict.fromkeys(d.title for d in member_docs if d.title))
+                    row = {"id": f"u{n_unit:0{width}d}", "title": TITLE_SEP.join(titles),
+                           "text": options.separator.join(d.text for d in member_docs),
+                           "members": [d.id for d in member_docs], "tokens": tokens}
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        stats = UnitStats(mode, options.max_tokens, n, len(groups), sum(len(g) == 1 for g in groups),
                           sum(t > options.max_tokens for t in unit_sizes), unresolved, _distribution(unit_sizes))
         (tmp / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
 
     path = cache.artifact(key, build)
-    docs: dict[str, Document] = {}
-    with gzip.open(path / "units.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            docs[r["id"]] = Document(r["id"], r["text"], r["title"], {"members": r["members"], "tokens": r["tokens"]})
+    units = path / "units.jsonl.gz"
+    store = cache.artifact(make_key("long-units-store", key, corpus_store.FORMAT),
+                           lambda tmp: convert_corpus(units, tmp))
     stats = UnitStats(**json.loads((path / "stats.json").read_text()))
-    return UnitCorpus(docs, key, source=str(path)), stats
+    return UnitCorpus.open(store, key, source=str(path)), stats
 
 
 def _distribution(values: list[int]) -> dict[str, float]:

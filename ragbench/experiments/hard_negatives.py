@@ -137,7 +137,6 @@ class HardNegatives(UsesLLM, Stage):
         self.corpus: Corpus = task.corpus
         self.qrels = task.qrels
         self.answers_field = task.answers_field
-        self.doc_ids = list(task.corpus)
 
     # -- contexts -----------------------------------------------------------------------------
     @property
@@ -161,7 +160,7 @@ class HardNegatives(UsesLLM, Stage):
         """Up to m negatives from a source, best first (random: in the order drawn)."""
         if source == RANDOM:
             rng = random.Random(f"{self.options.seed}:{query.id}:random")
-            candidates = (self.doc_ids[i] for i in draws(rng, len(self.doc_ids)))
+            candidates = (self.corpus.id_at([i])[0] for i in draws(rng, len(self.corpus)))  # rows: no id list
         else:
             candidates = iter(ranking.docids if ranking is not None else [])
         out: list[str] = []

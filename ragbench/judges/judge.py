@@ -161,8 +161,9 @@ class Judge(UsesLLM, Stage):
         """The passages the reader read, in its order, up to `max_context_tokens` (whole passages)."""
         assert self.corpus is not None
         budget, parts = self.options.max_context_tokens, []
+        docs = self.corpus.fetch(answer.context_ids)
         for d in answer.context_ids:
-            doc = self.corpus.get(d)
+            doc = docs.get(d)
             if doc is None:
                 continue
             text = render(doc, "titled_raw")  # the reader's layout, unstripped (passages.py)

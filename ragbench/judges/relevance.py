@@ -27,7 +27,7 @@ from ragbench.llm.stage import LLMOptions, UsesLLM
 from ragbench.outputs import JudgedRankings, Output, Rankings
 from ragbench.passages import render
 from ragbench.stage import Contract, Stage
-from ragbench.types import Assessment, Corpus, Query, Ranking, TaskData
+from ragbench.types import Assessment, Corpus, Document, Query, Ranking, TaskData
 
 UMBRELA_PROMPT = """Given a query and a passage, you must provide a score on an integer scale of 0 to 3 with the following meanings:
 0 = represent that the passage has nothing to do with the query,
@@ -78,21 +78,21 @@ class RelevanceJudge(UsesLLM, Stage):
         self.corpus: Corpus | None = task.corpus
         self.llm  # noqa: B018 - load the model now, not inside the first batch
 
-    def passage(self, docid: str) -> str:
-        assert self.corpus is not None
-        return render(self.corpus[docid], "words", max_words=int(self.options.max_passage_tokens / 1.3))
+    def passage(self, doc: Document) -> str:
+        return render(doc, "words", max_words=int(self.options.max_passage_tokens / 1.3))
 
     def process(self, queries: list[Query], inputs: list[dict[str, Ranking]]) -> dict[str, Assessment]:
-        pairs = [(q, d) for q in queries for d in inputs[0][q.id].docids[: self.options.depth]
-                 if self.corpus is not None and d in self.corpus]
-        chats = [[{"role": "user", "content": self.options.prompt.format(query=q.text, passage=self.passage(d))}]
-                 for q, d in pairs]
+        corpus = self.corpus
+        pairs = [(q, doc) for q in queries if corpus is not None  # each query's documents in one lookup
+                 for doc in corpus.fetch(inputs[0][q.id].docids[: self.options.depth]).values()]
+        chats = [[{"role": "user", "content": self.options.prompt.format(query=q.text, passage=self.passage(doc))}]
+                 for q, doc in pairs]
         prefix = self.options.prefix
         replies = self.llm.chat(chats, Sampling(max_tokens=self.options.max_new_tokens), prefix=prefix)
         out = {q.id: Assessment(q.id) for q in queries}
-        for (q, d), reply in zip(pairs, replies, strict=True):
-            out[q.id].grades[d] = parse_grade(prefix + reply.text)
-            out[q.id].outputs[d] = prefix + reply.text
+        for (q, doc), reply in zip(pairs, replies, strict=True):
+            out[q.id].grades[doc.id] = parse_grade(prefix + reply.text)
+            out[q.id].outputs[doc.id] = prefix + reply.text
         return out
 
     @classmethod

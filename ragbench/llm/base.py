@@ -19,17 +19,22 @@ Beyond these, a backend declares `capabilities`: what else it can do for a stage
 Every finished request is cached (key: backend, model, rendered request, parameters), so a
 crashed or killed run re-asks only what had not finished. Backends implement the
 `_chat` / `_logprobs` hooks and report each result as soon as it is done through `done`.
+Each finished request is also reported to the `listener` (the stage's progress). Calls may come
+from several threads at once (a stage's batches in flight): a server backend queues them
+together; a backend holding the model in this process (`serial`) answers one call at a time.
 """
 
 from __future__ import annotations
 
-import json
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ragbench.cache import Cache, atomic_write_text, make_key
+from ragbench.cache import Cache, make_key
 from ragbench.errors import RagbenchError
 
 Chat = list[dict[str, str]]
@@ -82,13 +87,29 @@ class Generation:
 
 @dataclass
 class LLMStats:
+    """Request counts; several batches of a stage may ask at once, so counts go through `add` (under a lock)."""
+
     requests: int = 0  # asked of the backend in this process
     cached: int = 0  # answered from the request cache
     failed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time with at least one call in flight (overlapping calls count once)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 0, cached: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.cached += cached
+            self.failed += failed
 
     def summary(self) -> str:
         return f"{self.requests + self.cached} LLM requests ({self.cached} from cache, {self.requests} asked)"
+
+
+class RequestListener(Protocol):
+    """Who hears of each request (a stage's progress, `Reporter.requests`): called in the thread that made the
+    call; may raise to stop the call (the stage is stopping)."""
+
+    def __call__(self, *, submitted: int = 0, asked: int = 0, cached: int = 0) -> None: ...
 
 
 @dataclass
@@ -107,11 +128,20 @@ class LLM(ABC):
     backend: str = "?"
     #: what this backend can do beyond chat and log-probabilities (ATTENTION: `attention_mass`)
     capabilities: frozenset[str] = frozenset()
+    #: a model held in this process serves one call at a time: calls from several threads take turns
+    #: (a server backend queues them itself, bounded by its `concurrency`)
+    serial: bool = False
 
     def __init__(self, cache: Cache | None = None, use_cache: bool = True):
         self.cache = cache
         self.use_cache = use_cache and cache is not None
         self.stats = LLMStats()
+        #: told of every request handed over and finished (the stage's progress); None: nobody listens
+        self.listener: RequestListener | None = None
+        self._model_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._busy = 0  # calls in flight
+        self._busy_since = 0.0
 
     # -- what subclasses provide ------------------------------------------------------------
     @property
@@ -193,8 +223,6 @@ class LLM(ABC):
 
     def _run(self, kind: str, reqs: list[Request], hook: Callable[[list[Request], Done], None],
              dump: Callable[[Any], Any], load: Callable[[Any], Any]) -> list[Any]:
-        import time
-
         out: list[Any] = [None] * len(reqs)
         keys = [self._key(kind, r) for r in reqs]
         todo: list[int] = []
@@ -202,25 +230,45 @@ class LLM(ABC):
             hit = self._cache_get(k) if self.use_cache else None
             if hit is not None:
                 out[i] = load(hit)
-                self.stats.cached += 1
             else:
                 todo.append(i)
+        self.stats.add(cached=len(reqs) - len(todo))
+        self._notify(submitted=len(reqs), cached=len(reqs) - len(todo))
         if todo:
-            start = time.perf_counter()
 
             def done(j: int, result: Any) -> None:
                 i = todo[j]
                 out[i] = result
-                self.stats.requests += 1
+                self.stats.add(requests=1)
                 if self.use_cache:
                     self._cache_put(keys[i], dump(result))
+                self._notify(asked=1)  # after the cache: a stopping stage keeps what finished
 
-            hook([reqs[i] for i in todo], done)
-            self.stats.seconds += time.perf_counter() - start
+            with self._model_lock if self.serial else nullcontext(), self._timed():
+                hook([reqs[i] for i in todo], done)
         missing = [i for i, o in enumerate(out) if o is None]
         if missing:  # a backend bug, never a silent gap
             raise RuntimeError(f"{self.backend} backend returned no result for {len(missing)} of {len(reqs)} requests")
         return out
+
+    def _notify(self, **counts: int) -> None:
+        if self.listener is not None and any(counts.values()):
+            self.listener(**counts)
+
+    @contextmanager
+    def _timed(self) -> Any:
+        """Adds to `stats.seconds` the time during which at least one call is in flight."""
+        with self._busy_lock:
+            if self._busy == 0:
+                self._busy_since = time.perf_counter()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self.stats.seconds += time.perf_counter() - self._busy_since
 
     def _cache_get(self, key: str) -> Any:
         assert self.cache is not None
@@ -228,7 +276,7 @@ class LLM(ABC):
 
     def _cache_put(self, key: str, value: Any) -> None:
         assert self.cache is not None
-        atomic_write_text(self.cache.llm_entry(key), json.dumps(value))
+        self.cache.put_json(self.cache.llm_entry(key), value)  # sealed (checksum); the first writer wins
 
 
 def label_token_ids(tokenizer: Any, labels: Sequence[str], model: str, after: str = "[") -> list[list[int]]:

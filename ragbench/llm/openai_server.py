@@ -2,9 +2,12 @@
 
 The model runs elsewhere (a GPU box, a vLLM pool), so this backend maps requests onto the
 OpenAI protocol and leaves the HTTP side (servers, concurrency, retries, timeouts, a killed
-server) to `http_pool`. The token budget (`count_tokens`, `render`) needs the served model's
-tokenizer, which the server does not expose: it is loaded locally (`tokenizer:`, else the model
-name when it resolves locally), and without one token counts fall back to vLLM's `/tokenize`.
+server) to `http_pool`. A server is contacted only when a request must be sent or a value
+asked of it (the context length without `max_model_len`, token counts without a local
+tokenizer), so a rerun answered from the request cache runs with no server up. The token
+budget (`count_tokens`, `render`) needs the served model's tokenizer, which the server does not
+expose: it is loaded locally (`tokenizer:`, else the model name when it resolves locally), and
+without one token counts fall back to vLLM's `/tokenize`.
 
 With `vllm_extensions`, an assistant `prefix` is sent as the last message with vLLM's
 `continue_final_message`, so the server applies the chat template; other servers get the
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 
 #: vLLM's cap on `logprob_token_ids` per request (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS)
 _MAX_LOGPROB_TOKEN_IDS = 128
+#: the lock file's `server_model` when no server was asked anything (every request came from the cache)
+UNREACHED = "unreached"
 
 
 class OpenAIServerLLM(LLM):
@@ -148,7 +153,7 @@ class OpenAIServerLLM(LLM):
         self.http.run_all(requests, self._one_logprobs, done, self._failed)
 
     def _failed(self) -> None:
-        self.stats.failed += 1
+        self.stats.add(failed=1)  # from any calling thread
 
     # -- model facts ------------------------------------------------------------------------------
     @property
@@ -167,9 +172,21 @@ class OpenAIServerLLM(LLM):
         return self._model_info
 
     def identity(self) -> dict[str, Any]:
-        info = self.model_info()
+        """The server's facts about the model when a server was used; `unreached` when none was.
+
+        A rerun answered wholly from the request cache needs no server (it may be gone), so the
+        facts are asked only of a server that answered a request in this process.
+        """
+        info = self._model_info
+        if info is None and sum(self.served.values()):
+            try:
+                info = self.model_info()
+            except RagbenchError:  # every server went away after the last request: the work is done
+                info = None
+        facts: Any = UNREACHED if info is None else {k: info[k] for k in ("id", "root", "owned_by", "max_model_len")
+                                                      if k in info}
         return {"backend": self.backend, "model": self.config.model, "base_url": self.http.pool.urls,
-                "server_model": {k: info[k] for k in ("id", "root", "owned_by", "max_model_len") if k in info}}
+                "server_model": facts}
 
     def cache_identity(self) -> Any:
         # every server of the pool serves the same model: answers are interchangeable

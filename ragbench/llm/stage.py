@@ -1,5 +1,6 @@
 """What every stage that asks an LLM shares: the `llm:` option, the backend built once, its
-identity in the lock file, and the request count in the run log (rerankers, readers)."""
+identity in the lock file, the request count in the run log (rerankers, readers), its requests
+reported to the stage's progress, and how many of its batches may be in flight at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ragbench.llm.config import LLMConfig, TransformersLLMConfig
+from ragbench.llm.config import LLMConfig, OpenAIServerConfig, TransformersLLMConfig
 from ragbench.llm.factory import make_llm
 from ragbench.stage import StageEnv, StageOptions
 
@@ -32,8 +33,22 @@ class UsesLLM:
     @property
     def llm(self) -> Any:
         if getattr(self, "_llm", None) is None:
-            self._llm = make_llm(self.options.llm, self.env.cache)
+            llm = make_llm(self.options.llm, self.env.cache)
+            llm.listener = self.env.reporter.requests  # each finished request moves the stage's progress
+            self._llm = llm
         return self._llm
+
+    def batches_in_flight(self, batch_size: int) -> int:
+        """How many batches the pipeline processes at once, so their requests meet in the backend's one queue.
+
+        A server pool answers `concurrency` requests at once: enough batches to keep that many
+        queued, and one more so the last requests of one batch (or of a listwise round) overlap
+        the next's. A model in this process answers one call at a time: one batch.
+        """
+        config = self.options.llm
+        if not isinstance(config, OpenAIServerConfig) or config.concurrency <= 1:
+            return 1
+        return -(-config.concurrency // batch_size) + 1
 
     def identity(self) -> dict[str, Any]:
         return {"llm": self.llm.identity()}

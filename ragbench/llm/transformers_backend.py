@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 class TransformersLLM(LLM):
     backend = "transformers"
     capabilities = frozenset({ATTENTION})
+    serial = True  # one model in this process: concurrent calls take turns (stage batches run one at a time anyway)
 
     def __init__(self, config: TransformersLLMConfig, cache: Cache | None = None):
         super().__init__(cache, config.cache)

@@ -43,6 +43,7 @@ MAX_LOGPROB_TOKEN_IDS = 128
 
 class VLLMEngine(LLM):
     backend = "vllm"
+    serial = True  # one model in this process: concurrent calls take turns (stage batches run one at a time anyway)
 
     def __init__(self, config: VLLMConfig, cache: Cache | None = None):
         super().__init__(cache, config.cache)

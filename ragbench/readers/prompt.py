@@ -80,7 +80,12 @@ class ReaderPrompt:
 
     def passage(self, docid: str) -> str:
         """A document as the reader shows it: 'Title: ...' on its own line, then the other fields (passages.py)."""
-        return render(self.corpus.get(docid) if self.corpus is not None else None, "titled", self.options.fields)
+        return self.passages([docid])[0]
+
+    def passages(self, docids: list[str]) -> list[str]:
+        """`passage` for several documents, fetched from the corpus in one lookup."""
+        docs = self.corpus.fetch(docids) if self.corpus is not None else {}
+        return [render(docs.get(d), "titled", self.options.fields) for d in docids]
 
     def budget(self) -> int:
         """Tokens the passages may take (the same for every query: computed once)."""
@@ -103,8 +108,8 @@ class ReaderPrompt:
         """(doc id, text) of the top `top_k` documents that fit the budget, the last one cut to fit, in prompt
         order: `score` best first, `reverse` best last, `both_ends` Jin et al.'s reordering."""
         llm, budget, chosen = self._llm(), self.budget(), []
-        for docid in ranking.docids[:top_k]:
-            text = self.passage(docid)
+        docids = ranking.docids[:top_k]
+        for docid, text in zip(docids, self.passages(docids), strict=True):
             n = llm.count_tokens(text) + 2  # + the blank line between passages
             if n > budget:
                 if budget > 32:  # keep a cut passage only if something useful is left

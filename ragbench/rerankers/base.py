@@ -44,6 +44,11 @@ class Reranker(Stage):
         """The document's text as the model sees it: chosen fields joined by ': ', cut to max_words (passages.py)."""
         return render(self.corpus.get(docid), "plain", self.options.fields, self.options.max_words)
 
+    def passages(self, docids: list[str]) -> list[str]:
+        """`passage` for a query's candidates, fetched from the corpus in one lookup."""
+        docs = self.corpus.fetch(docids)
+        return [render(docs.get(d), "plain", self.options.fields, self.options.max_words) for d in docids]
+
     def rerank(self, query: Query, candidates: Ranking) -> Ranking:
         """Reorder one query's candidates (already cut to top_k)."""
         raise NotImplementedError

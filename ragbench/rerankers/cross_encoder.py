@@ -20,14 +20,15 @@ from pydantic import Field
 from ragbench.errors import RagbenchError
 from ragbench.models import resolve, resolve_device, shared
 from ragbench.rerankers.base import Reranker, RerankerOptions
+from ragbench.stage import EXECUTION
 from ragbench.types import Query, Ranking
 
 
 class CrossEncoderOptions(RerankerOptions):
     model: str = Field(description="a CrossEncoder: Hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2) or local folder")
-    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    batch_size: int = Field(32, ge=1, json_schema_extra=EXECUTION, description="pairs per forward pass")
     max_length: int | None = Field(None, ge=8, description="tokens per (query, passage) pair; default the model's")
-    device: str = Field("cpu", description="cpu, cuda, cuda:1, mps, or auto")
+    device: str = Field("cpu", json_schema_extra=EXECUTION, description="cpu, cuda, cuda:1, mps, or auto")
     activation: Literal["model", "none", "sigmoid"] = Field(
         "model",
         description="model = the model's own (sigmoid for one label); none = raw logits; the order is the same")

@@ -9,12 +9,14 @@ in place, so strong documents bubble up.
 
 Windows of a query are sequential by nature, but the same window position of every query in
 a batch is one `llm.chat` call ("wave"): server backends see concurrent requests and the
-transformers backend batches them.
+transformers backend batches them. On a server pool several batches are in flight at once
+(`batches_in_flight`), so the waves of several batches overlap in the server's queue.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -42,6 +44,7 @@ SUFFIX = ("Search Query: {query}.\nRank the {num} passages above based on their 
 _NUMBER_ID = re.compile(r"\[(\d+)\]")
 #: the most letters a window can use (A..Z)
 MAX_LETTERS = 26
+_count_lock = threading.Lock()
 
 
 def identifier(i: int, identifiers: Identifiers) -> str:
@@ -206,7 +209,8 @@ class SlidingWindow(LLMReranker):
             active = [(q, plans[q.id][wave]) for q, _ in items if wave < len(plans[q.id])]
             docs = [orders[q.id][a:b] for q, (a, b) in active]
             perms = self.rank_windows([q for q, _ in active], docs)
-            self.windows_done += len(active)
+            with _count_lock:  # batches in flight rank windows from several threads
+                self.windows_done += len(active)
             for (q, (a, b)), d, perm in zip(active, docs, perms, strict=True):
                 orders[q.id][a:b] = [d[i] for i in perm]
         return {q.id: by_order(q.id, orders[q.id]) if len(r) > 1 else r for q, r in items}

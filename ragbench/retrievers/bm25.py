@@ -32,8 +32,12 @@ from pydantic import Field, model_validator
 from ragbench.cache import make_key
 from ragbench.retrievers.analysis import Analyzer, AnalyzerOptions
 from ragbench.retrievers.base import Retriever
-from ragbench.stage import StageOptions
-from ragbench.types import Query, Ranking, TaskData
+from ragbench.stage import EXECUTION, StageOptions
+from ragbench.types import Corpus, Query, Ranking, TaskData
+
+#: Lucene's indexing buffer (MB; Lucene's default): with the JVM heap kept small (_java.py), indexing memory does
+#: not grow with the corpus. Segments are flushed and merged as they fill; scores and their order do not change.
+LUCENE_BUFFER_MB = 16
 
 _VARIANTS = {
     "bm25s": {"lucene", "robertson", "atire", "bm25l", "bm25+"},
@@ -53,7 +57,7 @@ class BM25Options(StageOptions):
                                                          description="document fields indexed, joined by a space")
     analyzer: AnalyzerOptions = Field(default_factory=AnalyzerOptions)
     top_k: int = Field(1000, ge=1, description="documents returned per query")
-    threads: int = Field(1, ge=1, description="search threads (bm25s, lucene)")
+    threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (bm25s, lucene)")
 
     @model_validator(mode="after")
     def _engine_support(self) -> BM25Options:
@@ -82,17 +86,16 @@ class BM25(Retriever):
     def index(self, task: TaskData) -> None:
         assert task.corpus is not None
         o = self.options
-        self.doc_ids = list(task.corpus.docs)
+        self.corpus = task.corpus
         # Lucene applies k1 and b at search time, so its index is shared across them
         params = None if o.engine == "lucene" else (o.k1, o.b)
         index_key = make_key("bm25-index", o.engine, o.resolved_variant, params, o.fields,
                              o.analyzer.model_dump(), task.corpus.fingerprint, self.version)
-        texts = (d.contents(o.fields) for d in task.corpus.docs.values())
         self.engine = _ENGINES[o.engine](o, self)
-        self.engine.build(texts, len(self.doc_ids), index_key)
+        self.engine.build(task.corpus, index_key)
 
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
-        return self.engine.search(queries, min(self.options.top_k, len(self.doc_ids)))
+        return self.engine.search(queries, min(self.options.top_k, len(self.corpus)))
 
     def identity(self) -> dict[str, Any]:
         pkg = {"bm25s": "bm25s", "rank_bm25": "rank-bm25", "lucene": "pyserini"}[self.options.engine]
@@ -109,13 +112,13 @@ class _Bm25sEngine:
     def __init__(self, o: BM25Options, stage: BM25):
         self.o, self.stage, self.analyzer = o, stage, Analyzer(o.analyzer)
 
-    def build(self, texts, n: int, key: str) -> None:
+    def build(self, corpus: Corpus, key: str) -> None:
         import bm25s
 
         def build(tmp: Path) -> None:
-            with self.stage.env.reporter.task("bm25s: tokenising corpus", n, "docs") as advance:
+            with self.stage.env.reporter.task("bm25s: tokenising corpus", len(corpus), "docs") as advance:
                 tokens = []
-                for t in texts:
+                for t in corpus.texts(self.o.fields):
                     tokens.append(self.analyzer(t))
                     if len(tokens) % 1000 == 0:
                         advance(1000)
@@ -125,8 +128,8 @@ class _Bm25sEngine:
             r.save(str(tmp))
 
         path = self.stage.artifact_dir(key, build)
-        self.retriever = bm25s.BM25.load(str(path))
-        self.doc_ids = self.stage.doc_ids
+        self.retriever = bm25s.BM25.load(str(path), mmap=True)  # the score matrix stays on disk, paged in
+        self.corpus = corpus
 
     def search(self, queries: list[Query], k: int) -> dict[str, Ranking]:
         vocab = self.retriever.vocab_dict
@@ -138,8 +141,9 @@ class _Bm25sEngine:
             docs, scores = self.retriever.retrieve([ids for _, ids in todo], k=k, show_progress=False,
                                                    n_threads=self.o.threads)
             for (q, _), d_row, s_row in zip(todo, docs, scores, strict=True):
-                pairs = [(self.doc_ids[d], float(s)) for d, s in zip(d_row, s_row, strict=True) if s > 0]
-                out[q.id] = Ranking.from_scores(q.id, pairs)
+                keep = s_row > 0
+                ids = self.corpus.id_at(d_row[keep])
+                out[q.id] = Ranking.from_scores(q.id, list(zip(ids, s_row[keep].tolist(), strict=True)))
         return out
 
 
@@ -149,16 +153,16 @@ class _RankBm25Engine:
     def __init__(self, o: BM25Options, stage: BM25):
         self.o, self.stage, self.analyzer = o, stage, Analyzer(o.analyzer)
 
-    def build(self, texts, n: int, key: str) -> None:
+    def build(self, corpus: Corpus, key: str) -> None:
         import rank_bm25
 
         classes = {"robertson": rank_bm25.BM25Okapi, "bm25l": rank_bm25.BM25L, "bm25+": rank_bm25.BM25Plus}
         cls = classes[self.o.resolved_variant]
-        with self.stage.env.reporter.task("rank_bm25: tokenising corpus", n, "docs") as advance:
-            tokens = [self.analyzer(t) for t in texts]
-            advance(n)
+        with self.stage.env.reporter.task("rank_bm25: tokenising corpus", len(corpus), "docs") as advance:
+            tokens = [self.analyzer(t) for t in corpus.texts(self.o.fields)]
+            advance(len(corpus))
         self.bm25 = cls(tokens, k1=self.o.k1, b=self.o.b)
-        self.doc_ids = self.stage.doc_ids
+        self.corpus = corpus
 
     def search(self, queries: list[Query], k: int) -> dict[str, Ranking]:
         out = {}
@@ -169,54 +173,76 @@ class _RankBm25Engine:
                 continue
             scores = self.bm25.get_scores(terms)
             top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-            pairs = [(self.doc_ids[i], float(scores[i])) for i in top if scores[i] > 0]
+            top = top[scores[top] > 0]
+            pairs = list(zip(self.corpus.id_at(top), scores[top].tolist(), strict=True))
             out[q.id] = Ranking.from_scores(q.id, pairs, k)
         return out
 
 
 class _LuceneEngine:
+    """A Lucene index written with Anserini's analyzer and document generator, searched by Anserini's
+    SimpleSearcher (what pyserini's LuceneSearcher wraps).
+
+    The IndexWriter is ours, not pyserini's LuceneIndexer (Anserini's SimpleIndexer): that one ignores
+    `-memoryBuffer` and buffers the whole corpus on the heap until it closes (about 110 MB per million
+    20-word documents). Ours flushes every LUCENE_BUFFER_MB and merges only adjacent segments, so
+    documents keep their corpus order (Lucene breaks score ties by it) and the index searches exactly as
+    SimpleIndexer's. pyserini.search is not imported: it loads torch, transformers, faiss and onnxruntime
+    (about 300 MB and most of a minute) that BM25 never uses.
+    """
+
     def __init__(self, o: BM25Options, stage: BM25):
         self.o, self.stage = o, stage
 
-    def build(self, texts, n: int, key: str) -> None:
+    def build(self, corpus: Corpus, key: str) -> None:
         from ragbench._java import start_jvm
 
         start_jvm()
+        from jnius import autoclass
         from pyserini.analysis import get_lucene_analyzer
-        from pyserini.index.lucene import LuceneIndexer
-        from pyserini.search.lucene import LuceneSearcher
 
         stemmer = self.o.analyzer.stemmer
         keep_stop = self.o.analyzer.stopwords == "none"
 
         def build(tmp: Path) -> None:
-            args = ["-index", str(tmp), "-stemmer", stemmer]
-            if keep_stop:
-                args.append("-keepStopwords")
-            indexer = LuceneIndexer(str(tmp), args=args, threads=max(1, self.o.threads))
+            analyzer = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").fromArguments(stemmer, keep_stop, None)
+            config = autoclass("org.apache.lucene.index.IndexWriterConfig")(analyzer)
+            config.setOpenMode(autoclass("org.apache.lucene.index.IndexWriterConfig$OpenMode").CREATE)
+            config.setRAMBufferSizeMB(float(LUCENE_BUFFER_MB))
+            config.setMergePolicy(autoclass("org.apache.lucene.index.LogByteSizeMergePolicy")())
+            folder = autoclass("java.io.File")(str(tmp)).toPath()
+            directory = autoclass("org.apache.lucene.store.FSDirectory").open(folder)
+            writer = autoclass("org.apache.lucene.index.IndexWriter")(directory, config)
+            generator = autoclass("io.anserini.index.generator.DefaultLuceneDocumentGenerator")(
+                autoclass("io.anserini.index.IndexCollection$Args")())
+            document = autoclass("io.anserini.collection.JsonCollection$Document")
+            n = len(corpus)
             with self.stage.env.reporter.task("lucene: indexing corpus", n, "docs") as advance:
-                batch = []
-                for doc_id, text in zip(self.stage.doc_ids, texts, strict=True):
-                    batch.append({"id": doc_id, "contents": text})
-                    if len(batch) == 5000:
-                        indexer.add_batch_dict(batch)
-                        advance(len(batch))
-                        batch = []
-                if batch:
-                    indexer.add_batch_dict(batch)
-                    advance(len(batch))
-            indexer.close()
+                done = 0
+                for doc_id, text in zip(corpus, corpus.texts(self.o.fields), strict=True):  # two streams, in step
+                    writer.addDocument(generator.createDocument(document.fromFields(doc_id, text)))
+                    done += 1
+                    if done % 5000 == 0:
+                        advance(5000)
+                advance(done % 5000)
+            writer.commit()
+            writer.close()
             (tmp / "ragbench.json").write_text(json.dumps({"docs": n}))
 
         path = self.stage.artifact_dir(key, build)
-        self.searcher = LuceneSearcher(str(path))
-        self.searcher.set_bm25(self.o.k1, self.o.b)
+        self.searcher = autoclass("io.anserini.search.SimpleSearcher")(str(path))
+        self.searcher.set_bm25(float(self.o.k1), float(self.o.b))
         analyzer = get_lucene_analyzer(stemmer=stemmer, stemming=stemmer != "none", stopwords=not keep_stop)
         self.searcher.set_analyzer(analyzer)
+        self._list = autoclass("java.util.ArrayList")
 
     def search(self, queries: list[Query], k: int) -> dict[str, Ranking]:
-        hits = self.searcher.batch_search([q.text for q in queries], [q.id for q in queries], k=k,
-                                          threads=self.o.threads)
+        texts, qids = self._list(), self._list()
+        for q in queries:
+            texts.add(q.text)
+            qids.add(q.id)
+        results = self.searcher.batch_search(texts, qids, int(k), int(self.o.threads))
+        hits = {r.getKey(): r.getValue() for r in results.entrySet().toArray()}
         return {q.id: Ranking.from_scores(q.id, [(h.docid, float(h.score)) for h in hits.get(q.id, [])])
                 for q in queries}
 

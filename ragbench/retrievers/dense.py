@@ -5,8 +5,9 @@ the model's own max_seq_length (256), L2-normalised embeddings and cosine (inner
 
 The corpus matrix is encoded once per (model identity incl. weights hash, document prompt,
 effective max_seq_length, normalize, chunking, fields, storage dtype, corpus fingerprint) and kept
-in the cache, resumably, every `checkpoint_every` batches (dense_encoder.py, encoding.py); it is
-searched exactly or through faiss (vector_search.py). With `chunking`, rows are token windows and
+in the cache, in resumable parts of `checkpoint_every` batches (dense_encoder.py, encoding.py;
+in this process, or on a Ray actor pool with `--executor ray`); it is searched exactly or
+through faiss (vector_search.py). With `chunking`, rows are token windows and
 a doc's score aggregates its chunks' (maxp / firstp / mean): exactly with `search: exact`; with
 faiss over the docs of the `chunking.depth` best chunks (default 4 x top_k), each rescored over all
 its chunks, so maxp is exact up to the index's approximation, while firstp and mean can miss a doc
@@ -27,8 +28,8 @@ from ragbench.models import ResolvedModel, resolve, resolve_device
 from ragbench.retrievers import dense_encoder
 from ragbench.retrievers.base import Retriever
 from ragbench.retrievers.vector_search import VectorIndex, faiss_index
-from ragbench.stage import StageOptions
-from ragbench.types import Document, Query, Ranking, TaskData
+from ragbench.stage import EXECUTION, StageOptions
+from ragbench.types import Corpus, Query, Ranking, TaskData
 
 
 class ChunkingOptions(StageOptions):
@@ -59,9 +60,9 @@ class DenseOptions(StageOptions):
     query_prompt_name: str | None = Field(None, description="a prompt from the model's config, for queries")
     document_prompt_name: str | None = Field(None, description="a prompt from the model's config, for documents")
     max_length: int | None = Field(None, ge=1, description="override the model's max_seq_length (tokens)")
-    batch_size: int = Field(64, ge=1, description="texts per encoder batch")
-    checkpoint_every: int = Field(16, ge=1,
-                                  description="batches between corpus-encoding checkpoints (resume granularity)")
+    batch_size: int = Field(64, ge=1, json_schema_extra=EXECUTION, description="texts per encoder batch")
+    checkpoint_every: int = Field(16, ge=1, json_schema_extra=EXECUTION,
+                                  description="batches per corpus-encoding part (the unit of resume and of Ray work)")
     normalize: bool = Field(True, description="L2-normalise embeddings (inner product = cosine)")
     fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1,
                                                          description="document fields encoded, joined by a space")
@@ -73,7 +74,8 @@ class DenseOptions(StageOptions):
         None, description="split documents into windows of model tokens {size, stride, depth}")
     aggregate: Literal["maxp", "firstp", "mean"] = Field("maxp",
                                                          description="chunk scores -> doc score (with chunking)")
-    device: str = Field("cpu", description="cpu, cuda, cuda:1, mps, or auto (cuda when available)")
+    device: str = Field("cpu", json_schema_extra=EXECUTION,
+                        description="cpu, cuda, cuda:1, mps, or auto (cuda when available)")
     dtype: Literal["float32", "float16"] = Field("float32", description="storage of the corpus matrix")
 
     @model_validator(mode="after")
@@ -121,8 +123,13 @@ class Dense(Retriever):
         return dense_encoder.encode(self.model, texts, prompt, self.options.batch_size, self.options.normalize)
 
     def _encode_documents(self, texts: list[str]) -> np.ndarray:
-        """One checkpoint's worth of corpus rows (tests count these calls)."""
-        return self._encode(texts, self._prompt("document"))
+        return self.document_model()(texts)
+
+    def document_model(self) -> dense_encoder.DenseModel:
+        """The encoder of corpus rows, as a picklable description: a Ray actor loads it from this."""
+        o = self.options
+        return dense_encoder.DenseModel(o.model, self.resolved, o.device, o.max_length, self._prompt("document"),
+                                        o.batch_size, o.normalize)
 
     def _encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, self._prompt("query"))
@@ -140,31 +147,29 @@ class Dense(Retriever):
     def index(self, task: TaskData) -> None:
         assert task.corpus is not None
         o = self.options
-        self.doc_ids = list(task.corpus.docs)
+        self.corpus = task.corpus
+        n_docs = len(task.corpus)
         key = self.embeddings_key(task)
-        path = self.embeddings_path = self._corpus_encoding(task, key).run()
+        path = self.embeddings_path = self._corpus_encoding(task.corpus, key).run()
         self.emb = np.load(path / "embeddings.npy", mmap_mode="r")
         self.doc_offsets = None if o.chunking is None else np.load(path / "doc_offsets.npy")
-        if len(self.emb) != (len(self.doc_ids) if self.doc_offsets is None else int(self.doc_offsets[-1])):
+        if len(self.emb) != (n_docs if self.doc_offsets is None else int(self.doc_offsets[-1])):
             raise RuntimeError(f"corrupt dense cache entry {path}: {len(self.emb)} rows")
         hnsw = (o.hnsw.m, o.hnsw.ef_construction, o.hnsw.ef_search) if o.search == "faiss_hnsw" else None
         index = None if o.search == "exact" else faiss_index(self.env, key, self.emb, o.search, hnsw, self.block_rows)
-        self.vectors = VectorIndex(self.emb, len(self.doc_ids), self.doc_offsets, o.aggregate, index,
-                                   hnsw[2] if hnsw else None)
+        self.vectors = VectorIndex(self.emb, n_docs, self.doc_offsets, o.aggregate, index, hnsw[2] if hnsw else None)
 
-    def _corpus_encoding(self, task: TaskData, key: str) -> dense_encoder.DenseCorpusEncoding:
-        assert task.corpus is not None
+    def _corpus_encoding(self, corpus: Corpus, key: str) -> dense_encoder.DenseCorpusEncoding:
         o = self.options
-        docs = list(task.corpus.docs.values())
         meta = {"model": self.resolved.identity(), "max_seq_length": int(self.model.max_seq_length),
                 "document_prompt": self._prompt("document"), "normalize": o.normalize, "fields": list(o.fields),
                 "chunking": None if o.chunking is None else o.chunking.model_dump()}
         return dense_encoder.DenseCorpusEncoding(
             self.env, key, o.batch_size * o.checkpoint_every, f"{self.env.stage_id}: encoding corpus ({o.model})",
-            docs, o.fields, self._encode_documents, self._dimension, o.dtype,
-            None if o.chunking is None else lambda: self._plan_chunks(docs), meta)
+            corpus, o.fields, self.document_model(), self._dimension, o.dtype,
+            None if o.chunking is None else lambda: self._plan_chunks(corpus), meta, o.device)
 
-    def _plan_chunks(self, docs: list[Document]) -> dense_encoder.Plan:
+    def _plan_chunks(self, corpus: Corpus) -> dense_encoder.Plan:
         """The chunk plan, with a warning when a chunk and its prompt would not fit the model."""
         assert self.options.chunking is not None
         size = self.options.chunking.size
@@ -174,22 +179,23 @@ class Dense(Retriever):
         if size + overhead > self.model.max_seq_length:
             self.env.reporter.warn(f"{self.env.stage_id}: chunks of {size} tokens + {overhead} prompt/special tokens "
                                    f"exceed max_seq_length {self.model.max_seq_length}: the encoder truncates them")
-        texts = (d.contents(self.options.fields) for d in docs)
-        return dense_encoder.plan_chunks(tok, texts, len(docs), size, self.options.chunking.stride or size)
+        texts = corpus.texts(self.options.fields)
+        return dense_encoder.plan_chunks(tok, texts, len(corpus), size, self.options.chunking.stride or size)
 
     # -- search -----------------------------------------------------------------------------
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
         if not queries:
             return {}
         o = self.options
-        k = min(o.top_k, len(self.doc_ids))
+        k = min(o.top_k, len(self.corpus))
         q = np.ascontiguousarray(self._encode_queries([x.text for x in queries]), dtype=np.float32)
         depth = (o.chunking.depth if o.chunking is not None else None) or 4 * o.top_k
         ids, scores = self.vectors.search(q, k, self.block_rows, depth)
+        keep = ids >= 0
+        doc_ids = iter(self.corpus.id_at([int(i) for i in ids[keep]]))  # one lookup for the whole batch
         out = {}
-        for query, i_row, s_row in zip(queries, ids, scores, strict=True):
-            keep = i_row >= 0
-            hits = [(self.doc_ids[i], float(s)) for i, s in zip(i_row[keep], s_row[keep], strict=True)]
+        for query, i_row, s_row in zip(queries, keep, scores, strict=True):
+            hits = [(next(doc_ids), float(s)) for s in s_row[i_row]]
             out[query.id] = Ranking.from_scores(query.id, hits, k)
         return out
 

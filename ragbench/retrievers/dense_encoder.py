@@ -7,16 +7,18 @@ is the original text between its first and last token's characters, so the encod
 the same text. Rows are stored doc by doc (`doc_offsets.npy` maps docs to their rows).
 
 The matrix is encoded with the shared resumable protocol (encoding.py): every part's rows are
-written into a memory-mapped `.npy` in the work folder and flushed before the progress file counts
-them; the finished file is moved into the artifact with one rename. Peak memory is one part of
-texts and vectors plus the pages of the mapped file; the corpus is never held as embeddings in RAM.
+one `.npy` in the work folder, written atomically by the process (or Ray actor) that encoded them;
+once all are there they are copied, in order, into one memory-mapped `embeddings.npy` in the
+artifact. Peak memory is one part of texts and vectors plus the pages of the mapped file; the
+corpus is never held as embeddings in RAM. The chunk plan is kept in the work folder as two `.npy`
+files, memory-mapped by whoever encodes a part.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +27,11 @@ import numpy as np
 from ragbench.cache import atomic_write
 from ragbench.errors import RagbenchError
 from ragbench.models import ResolvedModel, resolve_device, shared
-from ragbench.retrievers.encoding import CorpusEncoding
+from ragbench.retrievers.encoding import CorpusEncoding, PartEncoder, TextEncoder
 
 if TYPE_CHECKING:
     from ragbench.stage import StageEnv
-    from ragbench.types import Document
+    from ragbench.types import Corpus
 
 Plan = tuple[np.ndarray, np.ndarray]  # doc_offsets (n_docs + 1), spans (rows x 2 character offsets)
 
@@ -119,75 +121,109 @@ def plan_chunks(tokenizer: Any, texts: Iterable[str], n_docs: int, size: int, st
     return offsets, np.asarray(spans, dtype=np.int64).reshape(-1, 2)
 
 
+@dataclass(frozen=True)
+class DenseModel:
+    """A SentenceTransformer and how it encodes documents: what a Ray actor needs to load and run it."""
+
+    name: str
+    resolved: ResolvedModel
+    device: str
+    max_length: int | None
+    prompt: str | None
+    batch_size: int
+    normalize: bool
+
+    def load(self) -> Any:
+        return sentence_transformer(self.name, self.resolved, self.device, self.max_length)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return encode(self.load(), texts, self.prompt, self.batch_size, self.normalize)
+
+
+class DenseParts(PartEncoder[np.ndarray]):
+    """Parts of the corpus matrix, one `.npy` each, rows of documents or of their chunks."""
+
+    def __init__(self, work: Path, rows: int, part_rows: int, corpus: Corpus, fields: tuple[str, ...],
+                 model: TextEncoder[np.ndarray], dim: int, dtype: np.dtype, chunked: bool, device: str = "cpu"):
+        super().__init__(work, rows, part_rows, corpus, fields, device)
+        self.model, self.dim, self.dtype, self.chunked = model, dim, dtype, chunked
+
+    def texts(self, start: int, stop: int) -> list[str]:
+        if not self.chunked:
+            return super().texts(start, stop)
+        offsets, spans = load_plan(self.work)
+        first = int(np.searchsorted(offsets, start, side="right")) - 1
+        last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
+        out = []
+        for i, text in enumerate(self.corpus.texts(self.fields, first, last + 1), first):
+            for r in range(max(int(offsets[i]), start), min(int(offsets[i + 1]), stop)):
+                out.append(text[spans[r, 0]:spans[r, 1]])
+        return out
+
+    def load(self) -> None:
+        self.model.load()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        emb = self.model(texts)
+        if emb.shape != (len(texts), self.dim):
+            raise RuntimeError(f"encoder returned {emb.shape} for {len(texts)} texts of dimension {self.dim}")
+        return emb.astype(self.dtype, copy=False)
+
+    def save(self, i: int, part: np.ndarray) -> None:
+        atomic_write(self.path(i, ".npy"), lambda f: np.save(f, part))
+
+    def valid(self, i: int) -> bool:
+        try:
+            part = np.load(self.path(i, ".npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        return part.shape == (self.size(i), self.dim) and part.dtype == self.dtype
+
+
+def load_plan(work: Path) -> Plan:
+    """The chunk plan kept in the work folder, memory-mapped (a worker reads only the rows of its part)."""
+    return np.load(work / "doc_offsets.npy", mmap_mode="r"), np.load(work / "spans.npy", mmap_mode="r")
+
+
 class DenseCorpusEncoding(CorpusEncoding[np.ndarray]):
-    """The corpus matrix of a dense stage, one row per document or per chunk, in a memory-mapped .npy."""
+    """The corpus matrix of a dense stage, one row per document or per chunk."""
 
-    def __init__(self, env: StageEnv, key: str, part_rows: int, description: str, docs: list[Document],
-                 fields: tuple[str, ...], encode: Callable[[list[str]], np.ndarray], dimension: Callable[[], int],
-                 dtype: str, chunker: Callable[[], Plan] | None, meta: dict[str, Any]):
-        super().__init__(env, key, part_rows, description)
-        self.docs, self.fields, self.encode, self.dtype = docs, fields, encode, np.dtype(dtype)
+    def __init__(self, env: StageEnv, key: str, part_rows: int, description: str, corpus: Corpus,
+                 fields: tuple[str, ...], model: TextEncoder[np.ndarray], dimension: Callable[[], int],
+                 dtype: str, chunker: Callable[[], Plan] | None, meta: dict[str, Any], device: str = "cpu"):
+        super().__init__(env, key, description)
+        self.part_rows, self.corpus, self.fields, self.model = part_rows, corpus, fields, model
         self.dimension, self.chunker, self.meta = dimension, chunker, meta  # called only when encoding
-        self.dim = 0
-        self.chunks: Plan | None = None
+        self.dtype, self.device, self.dim = np.dtype(dtype), device, 0
         self.unit = "docs" if chunker is None else "chunks"
-        self.matrix: np.ndarray | None = None
 
-    def plan(self, work: Path) -> int:
+    def plan(self, work: Path) -> DenseParts:
         self.dim = self.dimension()
-        if self.chunker is None:
-            return len(self.docs)
-        saved = work / "plan.npz"
-        if saved.exists():
-            with np.load(saved) as z:
-                self.chunks = (z["doc_offsets"], z["spans"])
-        else:
-            plan = self.chunks = self.chunker()
-            atomic_write(saved, lambda f: np.savez(f, doc_offsets=plan[0], spans=plan[1]))
-        return int(self.chunks[0][-1])
+        rows = len(self.corpus)
+        if self.chunker is not None:
+            if not ((work / "doc_offsets.npy").exists() and (work / "spans.npy").exists()):
+                offsets, spans = self.chunker()
+                atomic_write(work / "spans.npy", lambda f: np.save(f, spans))
+                atomic_write(work / "doc_offsets.npy", lambda f: np.save(f, offsets))  # last: the plan is complete
+            rows = int(load_plan(work)[0][-1])
+        return DenseParts(work, rows, self.part_rows, self.corpus, self.fields, self.model, self.dim, self.dtype,
+                          self.chunker is not None, self.device)
 
     def settings(self) -> dict[str, Any]:
         return {"dim": self.dim, "dtype": self.dtype.name}
 
-    def texts(self, start: int) -> Iterator[str]:
-        if self.chunks is None:
-            for d in self.docs[start:]:
-                yield d.contents(self.fields)
-            return
-        offsets, spans = self.chunks
-        first = int(np.searchsorted(offsets, start, side="right")) - 1
-        for i in range(first, len(self.docs)):
-            text = self.docs[i].contents(self.fields)
-            for r in range(max(int(offsets[i]), start), int(offsets[i + 1])):
-                yield text[spans[r, 0]:spans[r, 1]]
-
-    def encode_part(self, texts: list[str]) -> np.ndarray:
-        emb = self.encode(texts)
-        if emb.shape != (len(texts), self.dim):
-            raise RuntimeError(f"encoder returned {emb.shape} for {len(texts)} texts of dimension {self.dim}")
-        return emb
-
-    def rows_on_disk(self, work: Path, recorded: int) -> int:
-        return recorded if (work / "embeddings.npy").exists() else 0
-
-    def begin(self, work: Path, rows: int, done: int) -> None:
-        path = work / "embeddings.npy"
-        if done:
-            self.matrix = np.load(path, mmap_mode="r+")
-        else:
-            self.matrix = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(rows, self.dim))
-
-    def save_part(self, work: Path, start: int, part: np.ndarray) -> None:
-        assert self.matrix is not None
-        self.matrix[start:start + len(part)] = part
-        self.matrix.flush()
-
-    def assemble(self, work: Path, out: Path, rows: int) -> None:
-        self.matrix = None  # unmapped before the file moves
-        meta = {"rows": rows, "docs": len(self.docs), "dim": self.dim, "dtype": self.dtype.name, "unit": self.unit,
-                **self.meta}
+    def assemble(self, parts: PartEncoder[np.ndarray], out: Path) -> None:
+        matrix = np.lib.format.open_memmap(out / "embeddings.npy", mode="w+", dtype=self.dtype,
+                                           shape=(parts.rows, self.dim))
+        for i in range(parts.n_parts):
+            start, stop = parts.bounds(i)
+            matrix[start:stop] = np.load(parts.path(i, ".npy"), mmap_mode="r")
+        matrix.flush()
+        del matrix
+        meta = {"rows": parts.rows, "docs": len(self.corpus), "dim": self.dim, "dtype": self.dtype.name,
+                "unit": self.unit, **self.meta}
         (out / "meta.json").write_text(json.dumps(meta, indent=2))
-        if self.chunks is not None:
-            np.save(out / "doc_offsets.npy", self.chunks[0])
-            np.save(out / "spans.npy", self.chunks[1])
-        os.replace(work / "embeddings.npy", out / "embeddings.npy")  # last: the artifact is complete from here on
+        if self.chunker is not None:
+            offsets, spans = load_plan(parts.work)
+            np.save(out / "doc_offsets.npy", np.asarray(offsets))
+            np.save(out / "spans.npy", np.asarray(spans))

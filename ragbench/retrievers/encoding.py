@@ -1,82 +1,145 @@
 """One resumable way to encode a corpus into a cache artifact, shared by dense and sparse retrieval.
 
-Encoding a large corpus takes hours, so a run killed at any instant must resume where it stopped
-and never leave a half-written artifact. The protocol, written once here:
+Encoding a large corpus takes hours, so a run killed at any instant, or a worker lost on a
+cluster, must lose only the parts being encoded, and never leave a half-written artifact. The
+protocol, written once here:
 
-1. Under an exclusive lock on the work folder (`Cache.work_dir(key)`) the encoding plans its rows;
-   it may keep its plan there, so that a resumed run does not redo it.
-2. `progress.json` in the work folder records how many rows are done and the settings they were
-   made with (dimension, dtype, part size); a run resumes there only when the settings match and
-   the encoding confirms that the rows are on disk, and otherwise starts over.
-3. Rows are encoded `part_rows` at a time. Each finished part is made durable by `save_part`
-   first; only then is `progress.json` replaced atomically, so it never claims a row not on disk.
-4. When every row is done, `assemble` fills the artifact's temporary folder, the cache renames it
-   into place (`Cache.artifact`) and the work folder is removed.
+1. Under an exclusive lock on the work folder (`Cache.work_dir(key)`) the encoding plans its rows
+   (`plan`; it may keep its plan there, so that a resumed run does not redo it).
+2. Rows are cut into fixed parts: part i is rows [i * part_rows, (i + 1) * part_rows). `settings.json`
+   in the work folder records the row count, the part size and what the rows depend on besides
+   the key (dimension, dtype); parts made under other settings are deleted, never mixed.
+3. Each part is one file (or pair) in the work folder, written atomically by whoever encoded it.
+   What is done is the set of parts present and valid (shape and type checked), not a prefix: parts
+   may finish in any order, and a lost part leaves a hole that the next run fills.
+4. The missing parts are encoded in order in this process (the local executor), or handed to a
+   Ray Data actor pool (`--executor ray`): each actor loads the encoder once, from a small
+   picklable description (`PartEncoder`, never the stage), and writes the parts it is given.
+   Progress moves per finished part.
+5. When every part is present, `assemble` fills the artifact's temporary folder, the cache renames
+   it into place (`Cache.artifact`) and the work folder is removed.
 
-A retriever says only how rows are planned, encoded, kept and assembled (a subclass of
-`CorpusEncoding`); dense keeps its rows in one memory-mapped matrix, sparse in one file per part.
+Parts are the same rows whoever encodes them, so a Ray run and a local run write the same artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ragbench.cache import atomic_write_text
 
 if TYPE_CHECKING:
     from ragbench.stage import StageEnv
+    from ragbench.types import Corpus
 
-P = TypeVar("P")  # one encoded part, as `encode_part` returns it
+P = TypeVar("P")  # one encoded part, as `PartEncoder.encode` returns it
+P_co = TypeVar("P_co", covariant=True)
 
-PROGRESS = "progress.json"
+SETTINGS = "settings.json"
+PART_GLOB = "part-*"
+
+
+class TextEncoder(Protocol[P_co]):
+    """A model described by what it takes to load it (weights, device, options): picklable, loaded where it runs."""
+
+    def load(self) -> None:
+        """Load the model (once per process: `models.shared` keeps it)."""
+
+    def __call__(self, texts: list[str]) -> P_co:
+        """Encode texts, in order."""
+
+
+class PartEncoder(ABC, Generic[P]):
+    """Encodes and keeps the parts of one artifact: what a Ray actor receives (no stage, cache or reporter).
+
+    Subclasses say where a part's texts come from, how they are encoded, and how a part is kept.
+    """
+
+    def __init__(self, work: Path, rows: int, part_rows: int, corpus: Corpus, fields: tuple[str, ...],
+                 device: str = "cpu"):
+        self.work, self.rows, self.part_rows = work, rows, max(1, part_rows)
+        self.corpus, self.fields, self.device = corpus, fields, device
+
+    @property
+    def n_parts(self) -> int:
+        return -(-self.rows // self.part_rows)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """Rows [start, stop) of part i."""
+        return i * self.part_rows, min((i + 1) * self.part_rows, self.rows)
+
+    def size(self, i: int) -> int:
+        start, stop = self.bounds(i)
+        return stop - start
+
+    def path(self, i: int, suffix: str) -> Path:
+        return self.work / f"part-{i:07d}{suffix}"
+
+    # -- what an encoding provides --------------------------------------------------------------
+    def texts(self, start: int, stop: int) -> list[str]:
+        """Rows start..stop's texts, in artifact order (one row per document unless a subclass says otherwise)."""
+        return list(self.corpus.texts(self.fields, start, stop))
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the encoder (once per process)."""
+
+    @abstractmethod
+    def encode(self, texts: list[str]) -> P:
+        """Encode one part's texts (in order)."""
+
+    @abstractmethod
+    def save(self, i: int, part: P) -> None:
+        """Make part i durable in the work folder, atomically."""
+
+    @abstractmethod
+    def valid(self, i: int) -> bool:
+        """Whether part i is on disk, complete, with its rows' shape and type."""
+
+    # -- what the protocol and the actors call ------------------------------------------------------
+    def __call__(self, i: int) -> int:
+        """Encode and save part i; returns its rows."""
+        start, stop = self.bounds(i)
+        texts = self.texts(start, stop)
+        if len(texts) != stop - start:
+            raise RuntimeError(f"corpus yielded {len(texts)} texts for rows {start}..{stop}")
+        self.save(i, self.encode(texts))
+        return stop - start
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.n_parts) if not self.valid(i)]
+
+    def clear(self) -> None:
+        """Delete every part file (made under other settings)."""
+        for f in self.work.glob(PART_GLOB):
+            f.unlink(missing_ok=True)
 
 
 class CorpusEncoding(ABC, Generic[P]):
-    """The rows of one corpus artifact, encoded in parts that survive a killed run."""
+    """The driver's side of one corpus artifact: plans the rows, gets the missing parts encoded, assembles."""
 
     #: what a row is, for the progress bar
     unit: str = "docs"
 
-    def __init__(self, env: StageEnv, key: str, part_rows: int, description: str):
-        self.env, self.key, self.part_rows, self.description = env, key, max(1, part_rows), description
+    def __init__(self, env: StageEnv, key: str, description: str):
+        self.env, self.key, self.description = env, key, description
 
-    # -- what an encoding provides --------------------------------------------------------------
     @abstractmethod
-    def plan(self, work: Path) -> int:
-        """The number of rows (called under the lock; may keep what it computed in `work`)."""
+    def plan(self, work: Path) -> PartEncoder[P]:
+        """The parts to encode (called under the lock; may keep what it computed in `work`)."""
 
     def settings(self) -> dict[str, Any]:
-        """What the rows kept in the work folder depend on besides the key: a change starts over."""
+        """What the parts kept in the work folder depend on besides the key and their bounds: a change starts over."""
         return {}
 
     @abstractmethod
-    def texts(self, start: int) -> Iterator[str]:
-        """The rows' texts from row `start` on, in artifact order."""
-
-    @abstractmethod
-    def encode_part(self, texts: list[str]) -> P:
-        """Encode one part's texts (in order)."""
-
-    @abstractmethod
-    def rows_on_disk(self, work: Path, recorded: int) -> int:
-        """How many of the `recorded` rows the work folder really holds (a prefix), to resume from."""
-
-    def begin(self, work: Path, rows: int, done: int) -> None:  # noqa: B027 - optional hook
-        """Open (or create, when `done` is 0) whatever `save_part` writes into."""
-
-    @abstractmethod
-    def save_part(self, work: Path, start: int, part: P) -> None:
-        """Make rows `start`.. durable in `work` before the progress file counts them."""
-
-    @abstractmethod
-    def assemble(self, work: Path, out: Path, rows: int) -> None:
+    def assemble(self, parts: PartEncoder[P], out: Path) -> None:
         """Fill the artifact's temporary folder `out` from the finished parts."""
 
     # -- the protocol -----------------------------------------------------------------------------
@@ -95,36 +158,40 @@ class CorpusEncoding(ABC, Generic[P]):
         with locked(work / ".lock"):
             if self.env.cache.artifact_path(self.key).exists():  # another process finished it while we waited
                 return
-            rows = self.plan(work)
-            state = {"rows": rows, **self.settings()}
-            progress = work / PROGRESS
-            recorded = _recorded(self.env.cache.get_json(progress), state)
-            done = self.rows_on_disk(work, recorded) if recorded else 0
-            if done != recorded:  # never let a stale count vouch for rows about to be overwritten
-                progress.unlink(missing_ok=True)
-            if done:
-                self.env.reporter.log(f"{self.description}: resuming at row {done:,} of {rows:,}")
-            self.begin(work, rows, done)
-            texts = self.texts(done)
-            with self.env.reporter.task(self.description, rows - done, self.unit) as advance:
-                while done < rows:
-                    want = min(self.part_rows, rows - done)
-                    batch = list(itertools.islice(texts, want))
-                    if len(batch) != want:
-                        raise RuntimeError(f"corpus yielded {done + len(batch)} of {rows} rows")
-                    self.save_part(work, done, self.encode_part(batch))
-                    done += len(batch)
-                    atomic_write_text(progress, json.dumps({"done": done, **state}))
-                    advance(len(batch))
-            self.assemble(work, out, rows)
+            parts = self.plan(work)
+            state = {"rows": parts.rows, "part_rows": parts.part_rows, **self.settings()}
+            if self.env.cache.get_json(work / SETTINGS) != state:
+                parts.clear()
+                atomic_write_text(work / SETTINGS, json.dumps(state))
+            missing = parts.missing()
+            if len(missing) < parts.n_parts:
+                self.env.reporter.log(f"{self.description}: {parts.n_parts - len(missing):,} of {parts.n_parts:,} "
+                                      f"parts already encoded; encoding the {len(missing):,} missing")
+            todo = sum(parts.size(i) for i in missing)
+            with self.env.reporter.task(self.description, todo, self.unit) as advance:
+                for i in self._encode(parts, missing):
+                    advance(parts.size(i))
+            if lost := parts.missing():
+                raise RuntimeError(f"{work}: parts {lost[:5]} are missing after encoding; run again to resume")
+            self.assemble(parts, out)
 
+    def _encode(self, parts: PartEncoder[P], missing: list[int]) -> Iterator[int]:
+        """Encode the missing parts here, in order, or on Ray's actor pool; yields each part as it finishes."""
+        if not missing:
+            return
+        executor = self.env.executor
+        if executor.is_ray:
+            from ragbench.executors import map_parts
 
-def _recorded(saved: Any, state: dict[str, Any]) -> int:
-    """Rows done according to the progress file's contents, or 0 when it is missing, cut short or from other
-    settings."""
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in state.items()):
-        return 0
-    return int(saved.get("done", 0))
+            def started(workers: int) -> None:
+                self.env.reporter.log(f"{self.description}: {len(missing):,} parts on Ray, {workers} workers")
+
+            yield from map_parts(executor, parts, missing, parts.device, started)
+            return
+        parts.load()
+        for i in missing:
+            parts(i)
+            yield i
 
 
 @contextlib.contextmanager

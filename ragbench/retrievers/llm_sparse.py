@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import string
 from collections import defaultdict
+from collections.abc import Callable
 from importlib.metadata import version
 from importlib.resources import files
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from ragbench.llm.chat import render_chat
 from ragbench.llm.loading import DEFAULT_MODEL, load_causal_lm
 from ragbench.models import resolve
 from ragbench.retrievers.sparse_index import Encoded, SparseOptions, SparseRetriever, to_csr
+from ragbench.stage import EXECUTION
 from ragbench.types import Query, Ranking
 
 SYSTEM_PROMPT = "You are an AI assistant that can understand human language."
@@ -122,7 +124,7 @@ def candidate_words(text: str) -> list[str]:
 class LLMSparseOptions(SparseOptions):
     model: str = Field(
         DEFAULT_MODEL, description="causal LM with a chat template: a bundled name, a local folder or a Hub id")
-    batch_size: int = Field(8, ge=1, description="texts per forward pass")
+    batch_size: int = Field(8, ge=1, json_schema_extra=EXECUTION, description="texts per forward pass")
     max_length: int = Field(512, ge=1, description="tokens of each passage (and query) text kept in the prompt")
     max_terms: int = Field(128, ge=1, description="keep the top min(|text tokens|, max_terms) weights")
     expansion_terms: int = Field(0, ge=0, description="also keep this many top tokens that are not in the text")
@@ -282,6 +284,19 @@ class LLMSparse(SparseRetriever):
         self.encoder = PromptReps(model, tokenizer, o.max_length, o.max_terms, o.expansion_terms, o.system_prompt,
                                   o.candidate_text, o.assistant_prefix)
 
+    @classmethod
+    def document_encoder(cls, options: Any) -> Callable[[list[str]], Encoded]:
+        o = options
+        model, tokenizer, _ = load_causal_lm(o.model, device=o.device, dtype=o.dtype)
+        encoder = PromptReps(model, tokenizer, o.max_length, o.max_terms, o.expansion_terms, o.system_prompt,
+                             o.candidate_text, o.assistant_prefix)
+
+        def encode(texts: list[str]) -> Encoded:
+            vectors, dense = encoder.encode(texts, is_query=False)
+            return to_csr(vectors, encoder.vocab_size), dense
+
+        return encode
+
     def encoder_key(self) -> Any:
         o = self.options
         ident = resolve(o.model).identity()
@@ -298,9 +313,6 @@ class LLMSparse(SparseRetriever):
         vectors, dense = self.encoder.encode(texts, is_query)
         return to_csr(vectors, self.encoder.vocab_size), dense
 
-    def encode_documents(self, texts: list[str]) -> Encoded:
-        return self._encode(texts, is_query=False)
-
     def encode_queries(self, texts: list[str]) -> Encoded:
         out_sparse, out_dense = [], []
         bs = self.options.batch_size
@@ -314,16 +326,18 @@ class LLMSparse(SparseRetriever):
 
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
         o = self.options
-        k = min(o.top_k, len(self.doc_ids))
+        k = min(o.top_k, len(self.corpus))
         q_sparse, q_dense = self.encode_queries([q.text for q in queries])
         sparse_runs = self.sparse_search(queries, q_sparse, k)
         if not o.hybrid:
             return sparse_runs
         if self.doc_dense is None:
             raise RuntimeError(f"{self.vectors_dir}: no dense vectors stored with this index")
+        found = dense_top_k(self.doc_dense, q_dense, k)
+        doc_ids = iter(self.corpus.id_at([int(r) for rows, _ in found for r in rows]))  # one lookup per batch
         out = {}
-        for q, (rows, scores) in zip(queries, dense_top_k(self.doc_dense, q_dense, k), strict=True):
-            dense = {self.doc_ids[r]: float(s) for r, s in zip(rows, scores, strict=True)}
+        for q, (_, scores) in zip(queries, found, strict=True):
+            dense = {next(doc_ids): float(s) for s in scores}
             sparse_ = dict(zip(sparse_runs[q.id].docids, sparse_runs[q.id].scores, strict=True))
             out[q.id] = Ranking.from_scores(q.id, fuse_hybrid(dense, sparse_, o.alpha), k)
         return out

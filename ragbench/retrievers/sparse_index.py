@@ -3,9 +3,9 @@
 Source and deviations: docs/methods.md, "Sparse index (learned sparse retrievers)".
 
 Documents are sparse vectors over a model's vocabulary (term id -> weight). They are encoded
-once, in parts saved as they finish (the shared resumable protocol, encoding.py: an
-interrupted encoding resumes after the last saved part), and stored as one scipy CSR matrix
-(`docs.npz`, N x V) in the cache.
+once, in parts of fixed rows saved as they finish, in this process or by a Ray actor pool
+(sparse_encoding.py, on the shared resumable protocol of encoding.py: an interrupted encoding
+encodes only the parts not on disk), and stored as one scipy CSR matrix (`docs.npz`, N x V).
 A query's score for a document is the dot product of their vectors.
 
 Engines (`engine:`):
@@ -26,11 +26,10 @@ breaks ties by document id, so the rankings do not depend on the engine's intern
 
 from __future__ import annotations
 
-import itertools
 import json
 import tempfile
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -39,11 +38,11 @@ import numpy as np
 from pydantic import Field
 from scipy import sparse
 
-from ragbench.cache import atomic_write, make_key
+from ragbench.cache import make_key
 from ragbench.retrievers.base import Retriever
-from ragbench.retrievers.encoding import CorpusEncoding
-from ragbench.stage import StageEnv, StageOptions
-from ragbench.types import Query, Ranking, TaskData
+from ragbench.retrievers.sparse_encoding import DocumentEncoder, Encoded, encode_corpus
+from ragbench.stage import EXECUTION, StageOptions
+from ragbench.types import Corpus, Query, Ranking, TaskData
 
 #: scores materialised per query batch and document block (float32 + int32 index each)
 SCORE_BUDGET = 1 << 24
@@ -52,7 +51,6 @@ DOC_BLOCK = 1 << 20
 LUCENE_SCALE = 100
 
 Hits = tuple[np.ndarray, np.ndarray]  # (document rows, scores), unordered
-Encoded = tuple[sparse.csr_matrix, "np.ndarray | None"]  # sparse rows, optional dense rows
 
 
 def to_csr(rows: Sequence[dict[int, float]] | Any, vocab_size: int) -> sparse.csr_matrix:
@@ -90,96 +88,6 @@ def top_k_with_ties(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
     kth = -np.partition(-scores, k - 1)[k - 1]
     keep = scores >= kth
     return rows[keep], scores[keep]
-
-
-# ----------------------------------------------------------------------------- corpus encoding
-class SparseCorpusEncoding(CorpusEncoding[Encoded]):
-    """The corpus's sparse rows (and optional dense rows), one pair of files per part (encoding.py)."""
-
-    def __init__(self, env: StageEnv, key: str, texts: Sequence[str], encode: Callable[[list[str]], Encoded],
-                 vocab_size: int, batch_size: int, chunk_docs: int, description: str):
-        super().__init__(env, key, max(chunk_docs, batch_size), description)
-        self.all_texts, self.encode, self.vocab_size, self.batch_size = texts, encode, vocab_size, batch_size
-
-    def plan(self, work: Path) -> int:
-        return len(self.all_texts)
-
-    def settings(self) -> dict[str, Any]:
-        return {"part_rows": self.part_rows, "vocab_size": self.vocab_size}  # part files are found by start row
-
-    def texts(self, start: int) -> Iterator[str]:
-        return itertools.islice(self.all_texts, start, None)
-
-    def encode_part(self, texts: list[str]) -> Encoded:
-        rows: list[sparse.csr_matrix] = []
-        dense_rows: list[np.ndarray] = []
-        # longest first, so a batch pads little and the largest batch (memory) comes first
-        order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
-        for b in range(0, len(order), self.batch_size):
-            batch = [texts[i] for i in order[b:b + self.batch_size]]
-            m, d = self.encode(batch)
-            if m.shape != (len(batch), self.vocab_size):
-                raise RuntimeError(f"encoder returned a {m.shape} matrix for {len(batch)} texts "
-                                   f"(vocabulary {self.vocab_size})")
-            rows.append(m)
-            if d is not None:
-                dense_rows.append(np.asarray(d, dtype=np.float32))
-        back = np.argsort(np.asarray(order))  # row of each document, in corpus order
-        part = sparse.vstack(rows, format="csr", dtype=np.float32)[back]
-        part.sort_indices()
-        return part, np.ascontiguousarray(np.concatenate(dense_rows)[back]) if dense_rows else None
-
-    @staticmethod
-    def _files(work: Path, start: int) -> tuple[Path, Path]:
-        return work / f"{start:010d}.npz", work / f"{start:010d}.dense.npy"
-
-    def rows_on_disk(self, work: Path, recorded: int) -> int:
-        for start in range(0, recorded, self.part_rows):
-            if not self._files(work, start)[0].exists():
-                return start
-        return recorded
-
-    def save_part(self, work: Path, start: int, part: Encoded) -> None:
-        spath, dpath = self._files(work, start)
-        if part[1] is not None:
-            _save_npy(dpath, part[1])
-        _save_npz(spath, part[0])
-
-    def assemble(self, work: Path, out: Path, rows: int) -> None:
-        starts = range(0, rows, self.part_rows)
-        parts = [sparse.load_npz(self._files(work, s)[0]).tocsr() for s in starts]
-        matrix = sparse.vstack(parts, format="csr", dtype=np.float32) if parts else \
-            sparse.csr_matrix((0, self.vocab_size), dtype=np.float32)
-        _save_npz(out / "docs.npz", matrix)
-        dense_files = [self._files(work, s)[1] for s in starts]
-        present = [f for f in dense_files if f.exists()]
-        if present and len(present) != len(dense_files):
-            raise RuntimeError(f"{work}: some parts lack their dense vectors; delete the folder and re-run")
-        if present:
-            _save_npy(out / "dense.npy", np.concatenate([np.load(f) for f in present]))
-        data = matrix.data
-        meta = {"docs": rows, "vocab_size": self.vocab_size, "nnz": int(matrix.nnz),
-                "integer": bool(np.all(np.equal(np.mod(data, 1), 0))) if data.size else True,
-                "dense_dim": int(np.load(present[0], mmap_mode="r").shape[1]) if present else None}
-        (out / "meta.json").write_text(json.dumps(meta, indent=2))
-
-
-def _save_npz(path: Path, m: sparse.spmatrix) -> None:
-    atomic_write(path, lambda f: sparse.save_npz(f, m, compressed=False))
-
-
-def _save_npy(path: Path, a: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, a))
-
-
-def encode_corpus(stage: Retriever, key: str, texts: Sequence[str], encode: Callable[[list[str]], Encoded],
-                  vocab_size: int, batch_size: int, chunk_docs: int, description: str) -> Path:
-    """The cached folder holding the corpus's vectors: docs.npz (N x V CSR), dense.npy if any.
-
-    `encode` runs on batches of `batch_size` texts; every `chunk_docs` documents the finished
-    rows are saved in the work folder, so a killed run resumes there.
-    """
-    return SparseCorpusEncoding(stage.env, key, texts, encode, vocab_size, batch_size, chunk_docs, description).run()
 
 
 # ----------------------------------------------------------------------------- engines
@@ -223,7 +131,7 @@ class ScipySparseIndex:
 class LuceneImpactIndex:
     """Anserini impact index over the same vectors (integer weights, term strings as tokens)."""
 
-    def __init__(self, stage: Retriever, vectors_dir: Path, doc_ids: list[str], terms: list[str], threads: int):
+    def __init__(self, stage: Retriever, vectors_dir: Path, corpus: Corpus, terms: list[str], threads: int):
         from ragbench._java import start_jvm
 
         start_jvm()
@@ -233,22 +141,25 @@ class LuceneImpactIndex:
         self.scale = 1 if meta["integer"] else LUCENE_SCALE
         self.terms, self.threads = terms, threads
         key = make_key("lucene-impact", vectors_dir.name, self.scale, make_key(terms), version("pyserini"))
+        n_docs = len(corpus)
 
         def build(tmp: Path) -> None:
             matrix = sparse.load_npz(vectors_dir / "docs.npz").tocsr()
             with tempfile.TemporaryDirectory(prefix="ragbench-impact-", dir=tmp.parent) as inp:
                 with open(Path(inp) / "docs.jsonl", "w", encoding="utf-8") as f:
-                    for i, doc_id in enumerate(doc_ids):
-                        lo, hi = matrix.indptr[i], matrix.indptr[i + 1]
-                        vector = self._quantise(matrix.indices[lo:hi], matrix.data[lo:hi])
-                        f.write(json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n")
+                    for start in range(0, n_docs, DOC_BLOCK):
+                        stop = min(start + DOC_BLOCK, n_docs)
+                        for i, doc_id in enumerate(corpus.id_at(list(range(start, stop))), start):
+                            lo, hi = matrix.indptr[i], matrix.indptr[i + 1]
+                            vector = self._quantise(matrix.indices[lo:hi], matrix.data[lo:hi])
+                            f.write(json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n")
                 index_collection = autoclass("io.anserini.index.IndexCollection")
-                with stage.env.reporter.task("lucene: building impact index", len(doc_ids), "docs") as advance:
+                with stage.env.reporter.task("lucene: building impact index", n_docs, "docs") as advance:
                     index_collection.main(["-collection", "JsonVectorCollection", "-input", inp, "-index", str(tmp),
                                            "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
                                            "-threads", str(max(1, threads)), "-quiet"])
-                    advance(len(doc_ids))
-            (tmp / "ragbench.json").write_text(json.dumps({"docs": len(doc_ids), "scale": self.scale}))
+                    advance(n_docs)
+            (tmp / "ragbench.json").write_text(json.dumps({"docs": n_docs, "scale": self.scale}))
 
         path = stage.artifact_dir(key, build)
         self.searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path))
@@ -297,20 +208,21 @@ class SparseOptions(StageOptions):
     fields: tuple[Literal["title", "text"], ...] = Field(
         ("title", "text"), min_length=1, description="document fields encoded, joined by a space")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
-    batch_size: int = Field(32, ge=1, description="texts per encoder forward pass")
-    device: str = Field("cpu", description="torch device for the encoder")
-    threads: int = Field(1, ge=1, description="search threads (lucene)")
+    batch_size: int = Field(32, ge=1, json_schema_extra=EXECUTION, description="texts per encoder forward pass")
+    device: str = Field("cpu", json_schema_extra=EXECUTION, description="torch device for the encoder")
+    threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (lucene)")
 
 
 class SparseRetriever(Retriever):
     """Encode the corpus once into the sparse index, then score query vectors against it.
 
     Subclasses provide the encoder: `load_encoder`, `encoder_key` (everything that changes the
-    document vectors), `vocab` (term strings by id), `encode_documents`, `encode_queries`.
+    document vectors), `vocab` (term strings by id), `document_encoder` (loaded from the options
+    alone, so that a Ray actor can load it), `encode_queries`.
     """
 
     options: SparseOptions
-    #: documents per cached chunk while encoding the corpus (the unit of resume)
+    #: documents per part while encoding the corpus (the unit of resume and of work on Ray)
     chunk_docs: ClassVar[int] = 1024
 
     @abstractmethod
@@ -322,8 +234,13 @@ class SparseRetriever(Retriever):
     @abstractmethod
     def vocab(self) -> list[str]: ...
 
+    @classmethod
     @abstractmethod
-    def encode_documents(self, texts: list[str]) -> Encoded: ...
+    def document_encoder(cls, options: Any) -> Callable[[list[str]], Encoded]:
+        """The corpus's encoder, loaded from the options alone (in this process or a Ray actor)."""
+
+    def encode_documents(self, texts: list[str]) -> Encoded:
+        return DocumentEncoder(type(self), self.options)(texts)
 
     @abstractmethod
     def encode_queries(self, texts: list[str]) -> Encoded: ...
@@ -332,19 +249,19 @@ class SparseRetriever(Retriever):
         assert task.corpus is not None
         o = self.options
         self.load_encoder()
-        self.doc_ids = list(task.corpus.docs)
-        texts = [d.contents(o.fields) for d in task.corpus.docs.values()]
+        self.corpus = task.corpus
         key = make_key("sparse-vectors", type(self).__name__, self.version, self.encoder_key(), o.fields,
                        task.corpus.fingerprint)
         vocab = self.vocab()
-        self.vectors_dir = encode_corpus(self, key, texts, self.encode_documents, len(vocab), o.batch_size,
-                                         self.chunk_docs, f"{type(self).__name__.lower()}: encoding corpus")
+        self.vectors_dir = encode_corpus(self, key, task.corpus, o.fields, DocumentEncoder(type(self), o), len(vocab),
+                                         o.batch_size, self.chunk_docs,
+                                         f"{type(self).__name__.lower()}: encoding corpus", o.device)
         self.meta = json.loads((self.vectors_dir / "meta.json").read_text())
         dense = self.vectors_dir / "dense.npy"
         self.doc_dense = np.load(dense, mmap_mode="r") if dense.exists() else None
         if o.engine == "lucene":
             self.engine: ScipySparseIndex | LuceneImpactIndex = LuceneImpactIndex(
-                self, self.vectors_dir, self.doc_ids, lucene_terms(vocab), o.threads)
+                self, self.vectors_dir, task.corpus, lucene_terms(vocab), o.threads)
         else:
             self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"))
 
@@ -352,15 +269,17 @@ class SparseRetriever(Retriever):
         if isinstance(self.engine, LuceneImpactIndex):
             hits = self.engine.search(q_sparse, [q.id for q in queries], k)
             return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
+        found = self.engine.search(q_sparse, k)
+        doc_ids = iter(self.corpus.id_at([int(r) for rows, _ in found for r in rows]))  # one lookup per batch
         out = {}
-        for q, (rows, scores) in zip(queries, self.engine.search(q_sparse, k), strict=True):
-            hits = [(self.doc_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
+        for q, (_, scores) in zip(queries, found, strict=True):
+            hits = [(next(doc_ids), float(s)) for s in scores]
             out[q.id] = Ranking.from_scores(q.id, hits, k)
         return out
 
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
         q_sparse, _ = self.encode_queries([q.text for q in queries])
-        return self.sparse_search(queries, q_sparse, min(self.options.top_k, len(self.doc_ids)))
+        return self.sparse_search(queries, q_sparse, min(self.options.top_k, len(self.corpus)))
 
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {"engine": self.options.engine}

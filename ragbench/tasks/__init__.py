@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from ragbench.cache import Cache
 from ragbench.errors import RagbenchError
 from ragbench.progress import Reporter
 from ragbench.tasks import beir
@@ -43,8 +44,12 @@ def _missing_corpus(card: TaskCard, where: str) -> RagbenchError:
 
 
 def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | None = None,
-              limit: int | None = None, need_corpus: bool = True, reporter: Reporter | None = None) -> TaskData:
+              limit: int | None = None, need_corpus: bool = True, reporter: Reporter | None = None,
+              cache: Cache | None = None) -> TaskData:
+    """The task's queries, qrels and corpus; the corpus is converted once into `cache` (default: the
+    user's) as an Arrow store and memory-mapped from there."""
     reporter = reporter or Reporter(quiet=True)
+    cache = cache or Cache()
     split = split or card.default_split
     if split not in card.splits:
         raise RagbenchError.at(f"task {card.name}",
@@ -66,13 +71,13 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
             cpath = beir.find(folder, "corpus")
             if cpath is None:
                 raise _missing_corpus(card, str(folder / "corpus.jsonl.gz"))
-            corpus = beir.load_corpus(cpath)
+            corpus = beir.load_corpus(cpath, cache, reporter)
         source, qrels_source = str(folder), str(qfile)
     elif card.hf is not None:
         from ragbench.tasks import hf
 
         hf_split = spec.hf_split or split
-        queries, qrels, corpus, _ = hf.load(card.hf, hf_split, need_corpus)
+        queries, qrels, corpus, _ = hf.load(card.hf, hf_split, need_corpus, cache)
         if need_corpus and corpus is None:
             raise _missing_corpus(card, f"task {card.name}")
         source, qrels_source = f"hf:{card.hf.queries.path}", f"hf:{card.hf.queries.path}"
@@ -86,7 +91,7 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
         queries = queries[:limit]
     qrels = {q.id: qrels[q.id] for q in queries}
     if corpus is not None:
-        missing = sum(1 for rels in qrels.values() for d in rels if d not in corpus)
+        missing = int((corpus.rows([d for rels in qrels.values() for d in rels]) < 0).sum())
         if missing:
             judged = sum(map(len, qrels.values()))
             reporter.warn(f"{qrels_source}: {missing} of {judged} judged documents are not in the corpus "

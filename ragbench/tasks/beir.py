@@ -1,17 +1,22 @@
 """Local BEIR-style task folders: corpus.jsonl[.gz], queries.jsonl, qrels.tsv or qrels/<split>.tsv.
 
-Every malformed line is reported with its file and line number; ids are strings.
+Every malformed line is reported with its file and line number; ids are strings. The corpus is
+converted once into an Arrow store (corpus_store) and memory-mapped, never held as Python objects.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+from ragbench import corpus_store
+from ragbench.cache import Cache, make_key
 from ragbench.errors import RagbenchError
 from ragbench.jsonl import json_records, read_lines
-from ragbench.types import Corpus, Document, Qrels, Query
+from ragbench.progress import Reporter
+from ragbench.types import Corpus, Qrels, Query
 
 
 def find(folder: Path, stem: str) -> Path | None:
@@ -28,19 +33,43 @@ def _id(rec: dict[str, Any], path: Path, n: int) -> str:
     return str(value)
 
 
-def load_corpus(path: Path) -> Corpus:
+def load_corpus(path: Path, cache: Cache | None = None, reporter: Reporter | None = None) -> Corpus:
+    """The corpus, converted once into an Arrow store in the cache and memory-mapped from there.
+
+    The store is found again by the file's resolved path, size and modification time (and the store
+    format), so a second load reads nothing of the JSONL; its fingerprint, the sha256 of the file's raw
+    lines (what every cache key depends on), is kept with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RagbenchError.at(str(path), "file not found")
+    cache = cache or Cache()
+    st = path.stat()
+    key = make_key("corpus-store", str(path.resolve()), st.st_size, st.st_mtime_ns, corpus_store.FORMAT)
+    if reporter is not None and not cache.artifact_path(key).exists():
+        reporter.log(f"{path}: converting to Arrow (once; later runs memory-map it from the cache)")
+    folder = cache.artifact(key, lambda tmp: convert_corpus(path, tmp))
+    return Corpus.open(folder, corpus_store.read_meta(folder)["fingerprint"], source=str(path))
+
+
+def convert_corpus(path: Path, folder: Path) -> str:
+    """Stream a corpus.jsonl[.gz] into a store in `folder`, each bad line reported; returns the fingerprint."""
     digest = hashlib.sha256()
-    docs: dict[str, Document] = {}
-    for n, rec in json_records(path, digest):
-        did = _id(rec, path, n)
-        text = rec.get("text")
-        if not isinstance(text, str):
-            raise RagbenchError.at(str(path), "missing or non-string 'text'", line=n, path="text")
-        if did in docs:
-            raise RagbenchError.at(str(path), f"duplicate document id '{did}'", line=n, path="id")
-        extra = {k: v for k, v in rec.items() if k not in ("_id", "id", "text", "title")}
-        docs[did] = Document(did, text, str(rec.get("title") or ""), extra)
-    return Corpus(docs, digest.hexdigest(), source=str(path))
+    with corpus_store.Writer(folder) as writer:
+        for n, rec in json_records(path, digest):
+            did = _id(rec, path, n)
+            text = rec.get("text")
+            if not isinstance(text, str):
+                raise RagbenchError.at(str(path), "missing or non-string 'text'", line=n, path="text")
+            extra = {k: v for k, v in rec.items() if k not in ("_id", "id", "text", "title")}
+            extra_json = json.dumps(extra, ensure_ascii=False) if extra else None
+            writer.add((did, str(rec.get("title") or ""), text, extra_json))
+        duplicate = writer.close(fingerprint=digest.hexdigest(), source=str(path))
+    if duplicate is not None:
+        row, did = duplicate
+        line = next(n for i, (n, _) in enumerate(json_records(path)) if i == row)
+        raise RagbenchError.at(str(path), f"duplicate document id '{did}'", line=line, path="id")
+    return digest.hexdigest()
 
 
 def load_queries(path: Path) -> tuple[list[Query], str]:

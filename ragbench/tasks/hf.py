@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from ragbench import corpus_store
+from ragbench.cache import Cache, make_key
 from ragbench.errors import RagbenchError
 from ragbench.tasks.card import HFSource, HFSpec
-from ragbench.types import Corpus, Document, Qrels, Query
+from ragbench.types import Corpus, Qrels, Query
 
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv"}
 
@@ -95,7 +97,8 @@ def _relevant(value: Any, fmt: str) -> list[str]:
     return ids
 
 
-def load(spec: HFSpec, split: str, need_corpus: bool) -> tuple[list[Query], Qrels, Corpus | None, str]:
+def load(spec: HFSpec, split: str, need_corpus: bool,
+         cache: Cache | None = None) -> tuple[list[Query], Qrels, Corpus | None, str]:
     digest = hashlib.sha256()
     queries: list[Query] = []
     qrels: Qrels = {}
@@ -122,15 +125,45 @@ def load(spec: HFSpec, split: str, need_corpus: bool) -> tuple[list[Query], Qrel
             digest.update(f"{qid}\t{doc}\t{score}".encode())
     corpus = None
     if need_corpus and spec.corpus is not None:
-        cdigest = hashlib.sha256()
-        docs: dict[str, Document] = {}
-        cmapped = {spec.corpus.fields.get(f, f) for f in ("id", "text", "title")}
-        for i, row in enumerate(load_table(spec.corpus, split)):
-            did = str(_column(row, spec.corpus, "id", i))
-            text = _column(row, spec.corpus, "text", i) or ""
-            title = _column(row, spec.corpus, "title", i, required=False) or ""
-            docs[did] = Document(did, str(text), str(title), {k: v for k, v in row.items() if k not in cmapped})
-            cdigest.update(json.dumps([did, title, text]).encode())
-        corpus = Corpus(docs, cdigest.hexdigest(), source=f"hf:{spec.corpus.path}")
+        corpus = load_corpus(spec.corpus, split, cache or Cache())
     return queries, qrels, corpus, digest.hexdigest()
 
+
+def load_corpus(src: HFSource, split: str, cache: Cache) -> Corpus:
+    """The corpus table converted once into an Arrow store in the cache, keyed by what identifies the
+    loaded table (its `datasets` fingerprint and cache files), so a second load converts nothing."""
+    table = load_table(src, split)
+    files = [(f["filename"], *_stat(f["filename"])) for f in getattr(table, "cache_files", [])]
+    key = make_key("hf-corpus-store", src.model_dump(), split, getattr(table, "_fingerprint", None), files,
+                   corpus_store.FORMAT)
+    folder = cache.artifact(key, lambda tmp: _convert(table, src, tmp))
+    return Corpus.open(folder, corpus_store.read_meta(folder)["fingerprint"], source=f"hf:{src.path}")
+
+
+def _stat(filename: str) -> tuple[int, int]:
+    st = Path(filename).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _convert(table: Any, src: HFSource, folder: Path) -> None:
+    """Stream the table in batches into a store; the fingerprint is the sha256 of each row's [id, title, text]."""
+    digest = hashlib.sha256()
+    mapped = {src.fields.get(f, f) for f in ("id", "text", "title")}
+    i = 0
+    with corpus_store.Writer(folder) as writer:
+        for batch in table.iter(batch_size=corpus_store.BATCH_ROWS):
+            names = list(batch)
+            for values in zip(*(batch[n] for n in names), strict=True):
+                row = dict(zip(names, values, strict=True))
+                did = str(_column(row, src, "id", i))
+                text = _column(row, src, "text", i) or ""
+                title = _column(row, src, "title", i, required=False) or ""
+                extra = {k: v for k, v in row.items() if k not in mapped}
+                writer.add((did, str(title), str(text),
+                            json.dumps(extra, ensure_ascii=False, default=str) if extra else None))
+                digest.update(json.dumps([did, title, text]).encode())
+                i += 1
+        duplicate = writer.close(fingerprint=digest.hexdigest(), source=f"hf:{src.path}")
+    if duplicate is not None:
+        raise RagbenchError.at(src.path, f"duplicate document id '{duplicate[1]}' (row {duplicate[0]})",
+                               path=f"fields.id={src.fields.get('id', 'id')}")
