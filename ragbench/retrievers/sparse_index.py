@@ -157,7 +157,7 @@ class LuceneImpactIndex:
                 with stage.env.reporter.task("lucene: building impact index", n_docs, "docs") as advance:
                     index_collection.main(["-collection", "JsonVectorCollection", "-input", inp, "-index", str(tmp),
                                            "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
-                                           "-threads", str(max(1, threads)), "-quiet"])
+                                           "-threads", str(max(1, threads)), "-memoryBuffer", "64", "-quiet"])
                     advance(n_docs)
             (tmp / "ragbench.json").write_text(json.dumps({"docs": n_docs, "scale": self.scale}))
 
