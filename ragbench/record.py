@@ -208,6 +208,7 @@ def _lock(plan: RunPlan, result: PipelineResult) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": redact(" ".join(plan.request.argv)),
         "config_hash": plan.config_hash,
+        "executor": plan.executor.describe(),
         "pipeline": {"file": plan.pipeline.file, **plan.pipeline.as_dict()},
         "task": {
             "name": task.name, "split": task.split, "source": task.source, "limit": plan.request.limit,
