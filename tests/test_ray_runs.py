@@ -66,7 +66,7 @@ def run(pipeline: str, data: Path, cache: Path, out: Path, *extra: str) -> Path:
 @pytest.mark.parametrize("pipeline", [
     "bm25",
     "dense",
-    "splade",
+    pytest.param("splade", marks=pytest.mark.slow),  # SPLADE encoding: ~1 min more; `make test-all`
     "hybrid",
     pytest.param("popqa-rag", marks=pytest.mark.slow),  # the reader: ~4 min on a busy 2-core machine
 ])

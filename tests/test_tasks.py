@@ -663,6 +663,19 @@ def test_hf_corpus_store_keeps_the_fingerprint_rule_and_is_reused(tmp_path: Path
     assert "corpus2" in problem.file and "duplicate document id '102' (row 4)" in problem.message
 
 
+def test_a_local_table_rewritten_under_the_same_mtime_is_read_again(tmp_path: Path) -> None:
+    """`datasets` alone would serve the first table again: it keys a local file by path and mtime."""
+    from ragbench.tasks.card import HFSource
+    from ragbench.tasks.hf import load_table
+
+    src = HFSource(path=str(write_table(BEIR_CORPUS, tmp_path / "corpus", "parquet")), split="train")
+    first = Path(src.path).stat()
+    assert len(load_table(src, "test")) == len(BEIR_CORPUS)
+    write_table([*BEIR_CORPUS, {"_id": "105", "title": "", "text": "new"}], tmp_path / "corpus", "parquet")
+    os.utime(src.path, ns=(first.st_atime_ns, first.st_mtime_ns))
+    assert len(load_table(src, "test")) == len(BEIR_CORPUS) + 1
+
+
 def test_hf_split_of_card_split_and_templating(tmp_path: Path) -> None:
     paths = beir_tables(tmp_path / "hub", "disk")
     card = TaskCard.model_validate({

@@ -38,12 +38,26 @@ def load_table(src: HFSource, split: str) -> Any:
             return ds
         if p.suffix in _FILE_BUILDERS and p.exists():
             kwargs = {"delimiter": "\t"} if p.suffix == ".tsv" else {}
-            return datasets.load_dataset(_FILE_BUILDERS[p.suffix], data_files=str(p), split="train", **kwargs)
+            return datasets.load_dataset(_FILE_BUILDERS[p.suffix], data_files=str(p), split="train",
+                                         cache_dir=_local_cache_dir(p), **kwargs)
         return datasets.load_dataset(src.path, src.name, split=split_name, revision=src.revision)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         what = f"{src.path}" + (f" (config {src.name})" if src.name else "") + f" split {split_name}"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RagbenchError.at(what, f"cannot load Hugging Face dataset: {first}") from None
+
+
+def _local_cache_dir(p: Path) -> str:
+    """A `datasets` cache folder of the local file's own: named by its path, size and mtime in nanoseconds.
+
+    `datasets` keys a local file's cache entry by path and mtime as its filesystem reports it; a file
+    rewritten in place with the same reported mtime (coarse clocks, copies that keep mtimes) would be
+    served from the old entry. Ours changes with any rewrite, and the table is cached once as before."""
+    import datasets
+
+    st = p.stat()
+    tag = hashlib.sha256(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "ragbench-local" / tag)
 
 
 def _column(row: dict[str, Any], src: HFSource, field: str, index: int, required: bool = True) -> Any:
