@@ -295,6 +295,7 @@ def test_server_model_facts(vllm_server, smollm2_dir: Path) -> None:
 
 
 @pytest.mark.vllm
+@pytest.mark.slow  # two server starts (~70 s): `make test-all`; make test keeps the in-process kill/resume
 def test_server_killed_mid_run_resumes_from_cache(vllm_server_factory, tmp_path: Path) -> None:
     """kill -9 the server during a run: one-line error, finished requests cached, re-run asks the rest."""
     server = vllm_server_factory().start()

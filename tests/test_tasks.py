@@ -647,11 +647,11 @@ def test_hf_corpus_store_keeps_the_fingerprint_rule_and_is_reused(tmp_path: Path
     def fail(*args: object) -> None:
         raise AssertionError("converted the table again instead of reading the cache")
 
-    monkeypatch.setattr(hf, "_convert", fail)
-    again = load_task(card, reporter=Recorder(), cache=cache)
+    with monkeypatch.context() as patch:  # undoes this patch alone, not the `offline` fixture's
+        patch.setattr(hf, "_convert", fail)
+        again = load_task(card, reporter=Recorder(), cache=cache)
     assert again.corpus is not None and again.corpus.store.folder == task.corpus.store.folder
     assert again.fingerprint == task.fingerprint
-    monkeypatch.undo()
 
     dup = card_with_paths(tmp_path / "dup", "scifact", {
         **beir_tables(tmp_path / "dup" / "hub", "parquet"),
