@@ -5,6 +5,9 @@ Answer metrics see the reader's answers and each query's gold answers (the card'
 `answers_field`); `has_answer` reads the long answer where the reader wrote one (LongRAG's
 substring match); `answer_recall@k` reads the texts of the top-k documents of the last ranking,
 the text field only, as DPR and LongRAG do (`answer_recall_with_title@k`: title and text).
+A ranking over passages (a `passages` corpus stage) is also scored over the task's documents: MaxP, each
+document at its best passage, against the task's own qrels; those figures are named `M[doc]` after the
+measure M asked for (metrics/spec.py), next to M over passages against the qrels mapped onto them.
 Breakdowns group the per-query values by the card's `group_by` fields: a numeric popularity field
 (PopQA's s_pop) by equal-frequency deciles, a list field (FRAMES' reasoning types) by each of its values.
 """
@@ -18,7 +21,8 @@ from typing import Any
 from ragbench.metrics.answers import gold_answers, mean_by_group, popularity_deciles, recall_text
 from ragbench.metrics.ir import evaluate as evaluate_ir
 from ragbench.metrics.spec import MetricSpec, parse_metric
-from ragbench.outputs import Answers, Judgements, Rankings
+from ragbench.outputs import Answers, DerivedCorpus, Judgements, Rankings
+from ragbench.outputs.corpus import DocumentLevel
 from ragbench.pipeline import PipelineResult, StageResult
 from ragbench.types import TaskData
 
@@ -72,7 +76,9 @@ def evaluate_result(result: PipelineResult, task: TaskData, metrics: list[str], 
     per_query: dict[str, dict[str, float]] = {}
     ranking = result.final_ranking
     if ranking is not None:
-        aggregate, per_query = evaluate_ranking(ranking, task, [s.name for s in specs if s.scores_ranking])
+        aggregate, per_query = evaluate_ranking(ranking, task, [s.name for s in specs if s.scores_ranking],
+                                                document_level(result, ranking))
+        metrics = metrics + [n for n in document_names(specs) if n in aggregate and n not in metrics]
     reader = result.reader
     predicted = [s for s in specs if s.family == "answer"]
     if predicted and reader is not None:
@@ -120,13 +126,29 @@ def _ranked(stage: StageResult) -> tuple[Rankings, TaskData, dict[str, dict[str,
     return out, stage.view, out.qrels if out.qrels is not None else stage.view.qrels
 
 
-def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]
+def document_level(result: PipelineResult, stage: StageResult) -> DocumentLevel | None:
+    """How a ranking stage's ranking is also scored over the task's documents (it ranks passages), else None."""
+    for s in result.stages:
+        if s.spec.id == stage.spec.corpus and isinstance(s.output, DerivedCorpus):
+            return s.output.documents
+    return None
+
+
+def document_names(specs: list[MetricSpec]) -> list[str]:
+    """The document-level names of the IR measures asked for (`R@10` -> `R@10[doc]`), in order, once each."""
+    names = [s.name if s.level == "document" else s.name + DocumentLevel.SUFFIX
+             for s in specs if s.family in ("ir", "recall_free")]
+    return list(dict.fromkeys(names))
+
+
+def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str], documents: DocumentLevel | None = None
                      ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """IR measures and answer recall of one ranking stage, against the corpus and qrels it ranked
-    (a long-units stage: units and qrels mapped onto them; a relevance judge: its grades)."""
+    (a long-units stage: units and qrels mapped onto them; a relevance judge: its grades); with `documents`
+    (a ranking over passages) its IR measures over documents too, as `M[doc]`."""
     rankings, view, qrels = _ranked(stage)
     specs = [parse_metric(n) for n in metrics]
-    ir_names = [s.name for s in specs if s.family in ("ir", "recall_free")]
+    ir_names = [s.name for s in specs if s.family in ("ir", "recall_free") and s.level == "ranked"]
     aggregate: dict[str, float] = {}
     per_query: dict[str, dict[str, float]] = {}
     if ir_names:
@@ -134,6 +156,13 @@ def evaluate_ranking(stage: StageResult, task: TaskData, metrics: list[str]
         aggregate.update(agg)
         for qid, values in pq.items():
             per_query.setdefault(qid, {}).update(values)
+    if documents is not None and (doc_names := document_names(specs)):
+        suffix = DocumentLevel.SUFFIX
+        ranked = {qid: documents.rank(r) for qid, r in rankings.records.items()}
+        agg, pq = evaluate_ir(ranked, documents.qrels, [n[:-len(suffix)] for n in doc_names])
+        aggregate.update((n + suffix, v) for n, v in agg.items())
+        for qid, values in pq.items():
+            per_query.setdefault(qid, {}).update((n + suffix, v) for n, v in values.items())
     recall = [s.measure for s in specs if s.family == "answer_recall"]
     if recall:
         scored: dict[str, list[float]] = {m.name: [] for m in recall}
@@ -174,12 +203,15 @@ def stage_metrics(result: PipelineResult, task: TaskData, metrics: list[str],
     retrieval = [n for n in metrics if parse_metric(n).scores_ranking]
     out: dict[str, dict[str, Any]] = {}
     for stage in result.rankings:
+        documents = document_level(result, stage)
+        names = retrieval + [n for n in document_names([parse_metric(n) for n in retrieval]) if n not in retrieval] \
+            if documents is not None else retrieval
         known = (scored or {}).get(stage.spec.id)
-        aggregate = known if known is not None else evaluate_ranking(stage, task, retrieval)[0]
+        aggregate = known if known is not None else evaluate_ranking(stage, task, retrieval, documents)[0]
         assert isinstance(stage.output, Rankings)
         out[stage.spec.id] = {"type": stage.spec.type, "corpus": stage.spec.corpus or "task",
                               "qrels": stage.output.qrels_source,
-                              "metrics": {n: aggregate[n] for n in retrieval if n in aggregate}}
+                              "metrics": {n: aggregate[n] for n in names if n in aggregate}}
     return out
 
 

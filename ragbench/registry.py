@@ -23,6 +23,7 @@ COMPONENTS: dict[str, str] = {
     "cross_encoder": "ragbench.rerankers.cross_encoder:CrossEncoderReranker",
     "reader": "ragbench.readers.reader:Reader",
     "long_units": "ragbench.corpora.long_units:LongUnits",
+    "passages": "ragbench.corpora.passages:Passages",
     "judge": "ragbench.judges.judge:Judge",
     "hard_negatives": "ragbench.experiments.hard_negatives:HardNegatives",
     "relevance_judge": "ragbench.judges.relevance:RelevanceJudge",

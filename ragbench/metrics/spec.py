@@ -10,6 +10,7 @@ higher is better. Validation, evaluation, `check` and the leaderboard all read t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ Need = Literal["ranking", "qrels", "gold_answers", "prediction", "judge", "probe
 
 _EXPERIMENT = re.compile(r"(?P<kind>HND|rel_drop|peak_drop|k_star)\[(?P<of>[^\]]+)\]")
 _EXPERIMENT_DIRECTION = {"HND": False, "rel_drop": False, "peak_drop": False, "k_star": None}
+#: a ranking metric over the task's documents when the ranking is over passages (MaxP, outputs.corpus.DocumentLevel)
+DOC_SUFFIX = "[doc]"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class MetricSpec:
     higher_is_better: bool | None = True  # None: no direction (k*, the best number of passages)
     measure: Any = None  # the parsed measure: ir_measures' Measure, a RecallFreeMeasure or an AnswerMetric
     judged_by: str | None = None  # judge family: the score a judge stage gives (judge_acc, faithfulness, correctness)
+    level: Literal["ranked", "document"] = "ranked"  # document: `M[doc]`, a passage ranking scored over documents
 
     @property
     def scores_ranking(self) -> bool:
@@ -56,6 +60,11 @@ def parse_metric(name: str) -> MetricSpec:
     from ragbench.metrics.answers import parse_answer_metric
     from ragbench.metrics.ir import cutoff, parse_measure
 
+    if name.endswith(DOC_SUFFIX) and len(name) > len(DOC_SUFFIX):
+        base = parse_metric(name[:-len(DOC_SUFFIX)])
+        if base.family not in ("ir", "recall_free") or base.level == "document":
+            raise ValueError(f"'{name}': only IR measures have a document level (e.g. R@10{DOC_SUFFIX})")
+        return dataclasses.replace(base, name=name, level="document")
     if m := _EXPERIMENT.fullmatch(name.strip()):
         return MetricSpec(name, "experiment", frozenset({"probes"}), higher_is_better=_EXPERIMENT_DIRECTION[m["kind"]])
     try:

@@ -1,11 +1,38 @@
-"""The output of a corpus stage (long_units): the task as later stages see it."""
+"""The output of a corpus stage (long_units, passages): the task as later stages see it."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from ragbench.metrics.spec import DOC_SUFFIX
 from ragbench.outputs.base import Output
-from ragbench.types import TaskData
+from ragbench.types import Qrels, Ranking, TaskData
+
+
+@dataclass(frozen=True)
+class DocumentLevel:
+    """How rankings over a derived corpus of pieces (passages) are also scored over the task's own documents.
+
+    MaxP (Dai & Callan 2019): a document ranks where its best piece ranks, i.e. at its first occurrence in
+    the ranking, with that piece's score; the document ranking is scored against the task's original qrels.
+    Its metrics are the requested names with SUFFIX (`R@10[doc]`), next to the same names over pieces.
+    """
+
+    SUFFIX: ClassVar[str] = DOC_SUFFIX
+    DESCRIPTION: ClassVar[str] = ("metrics named M over passages against the mapped qrels; M[doc] over documents "
+                                  "(MaxP: a document at its best passage) against the task's qrels")
+
+    qrels: Qrels  # the task's document qrels
+    document_of: Callable[[str], str]  # a piece's id -> its document's id
+
+    def rank(self, ranking: Ranking) -> Ranking:
+        """The document ranking a piece ranking makes: each document once, at its first (best) piece."""
+        seen: dict[str, float] = {}
+        for pid, score in zip(ranking.docids, ranking.scores, strict=True):
+            seen.setdefault(self.document_of(pid), score)
+        return Ranking(ranking.qid, list(seen), list(seen.values()))
 
 
 class DerivedCorpus(Output):
@@ -18,11 +45,13 @@ class DerivedCorpus(Output):
     label = "a corpus"
     section = "corpora"
 
-    def __init__(self, view: TaskData, stats: dict[str, Any] | None = None, built: bool = True):
+    def __init__(self, view: TaskData, stats: dict[str, Any] | None = None, built: bool = True,
+                 documents: DocumentLevel | None = None):
         super().__init__({})
         self.view = view  # the task with the derived corpus and its qrels (fingerprint includes the derivation)
         self.stats = stats or {}
         self.built = built  # made by this run (False: read from the cache)
+        self.documents = documents  # pieces of the task's documents (passages): rankings also scored over documents
 
     def summary(self, task: TaskData) -> dict[str, Any]:
         return self.stats
