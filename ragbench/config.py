@@ -40,7 +40,7 @@ class StageSpec:
     cls: type[Stage]
     options: StageOptions
     inputs: tuple[str, ...]
-    corpus: str | None = None  # a corpus stage (long_units) whose documents this stage ranks; None: the task's
+    corpus: str | None = None  # a corpus stage (long_units, passages) whose documents it ranks; None: the task's
     depth: int | None = None  # documents per query it outputs (a ranking passed on: its input's); None: unknown
 
     def as_dict(self) -> dict[str, Any]:
@@ -257,7 +257,7 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, type[
     known = [k for k, v in produces.items() if issubclass(v, DerivedCorpus)]
     if name not in known:
         earlier = "; earlier: " + ", ".join(known) if known else ""
-        return None, f"'{name}' is not an earlier corpus stage (type: long_units){earlier}"
+        return None, f"'{name}' is not an earlier corpus stage (type: long_units or passages){earlier}"
     if inherited and inherited != {name}:
         ranked = ", ".join(str(c or "the task corpus") for c in inherited)
         return None, f"corpus '{name}' differs from the corpus its input ranks ({ranked})"

@@ -261,7 +261,7 @@ def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path:
 
 @pytest.mark.parametrize(("stages", "message"), [
     ("  - {id: u, type: long_units}\n  - {type: bm25, corpus: nope}\n",
-     "'nope' is not an earlier corpus stage (type: long_units); earlier: u"),
+     "'nope' is not an earlier corpus stage (type: long_units or passages); earlier: u"),
     ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: listwise, input: u}\n",
      "input 'u' is a corpus stage; name it with 'corpus: u' instead"),
     ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {id: b, type: bm25, corpus: u}\n"

@@ -196,3 +196,5 @@ def test_cli_run_on_frames_reports_both_levels(tmp_path: Path, monkeypatch: pyte
     assert corpora["documents"] == 2460 and corpora["passages"] > 2460 and "M[doc]" in corpora["levels"]
     first = json.loads((out / "per_query.jsonl").read_text().splitlines()[0])
     assert {"R@10", "R@10[doc]"} <= set(first)
+    header = next(line for line in res.output.splitlines() if "R@10" in line)  # the terminal shows both levels
+    assert header.index("R@10") < header.index("R@10[doc]") < header.index("R@100")

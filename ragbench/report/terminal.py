@@ -13,7 +13,9 @@ from ragbench.record import RunRecord
 
 def print_run(record: RunRecord, out: Console, seconds: float) -> None:
     """What `ragbench run` prints once the run folder is written."""
-    metrics, aggregate = record.requested, record.metrics
+    aggregate = record.metrics
+    # a ranking over passages is also scored per article (M[doc]): shown beside the figure asked for
+    metrics = [n for m in record.requested for n in (m, f"{m}[doc]") if n == m or n in aggregate]
     out.print(f"[bold]{record.pipeline}[/] on [bold]{record.task}[/] ({record.data.get('split')}, "
               f"{record.n_queries} queries)")
     table = Table()
