@@ -75,6 +75,8 @@ PAPER_LLM ?=
 reference: install
 	for t in scifact popqa; do for p in $(RETRIEVAL); do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task $$t --out $(REF)/$$t/$$p || exit 1; done; done
+	for p in bm25 frames-bm25; do \
+	  $(BIN)/ragbench run pipelines/$$p.yaml --task frames --out $(REF)/frames/$$p || exit 1; done
 	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
 	$(BIN)/ragbench run pipelines/popqa-hard-negatives.yaml --task popqa $(HN_ARGS) $(HN_LLM) --out $(REF)/popqa/popqa-hard-negatives

@@ -236,7 +236,7 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
     if metrics:
         has_reader = any(issubclass(st.cls.contract.produces, Answers) for st in stages)
         problems += check_metrics(metrics, final_depth(stages), doc, ("metrics",), has_reader=has_reader,
-                                  judged=judge_metrics(stages))
+                                  judged=judge_metrics(stages), per_document=scored_per_document(stages))
     if problems:
         return None, problems
     return Pipeline(spec.name, spec.description, tuple(stages), metrics, doc.file, spec.executor), []
@@ -275,6 +275,14 @@ def _still_computable(metrics: tuple[str, ...] | None, stages: tuple[StageSpec, 
 def judge_metrics(stages: tuple[StageSpec, ...] | list[StageSpec]) -> list[str]:
     """The per-query scores the stages' outputs give (judges), in stage order."""
     return [m for st in stages for m in st.cls.metrics(st.options)]
+
+
+def scored_per_document(stages: tuple[StageSpec, ...] | list[StageSpec]) -> bool:
+    """Whether the last ranking is over a corpus (passages) whose rankings are also scored per document (M[doc])."""
+    ranking = [st for st in stages if issubclass(st.cls.contract.produces, Rankings)]
+    by_id = {st.id: st for st in stages}
+    corpus = by_id.get(ranking[-1].corpus) if ranking and ranking[-1].corpus else None
+    return bool(corpus and getattr(corpus.cls, "document_level", False))
 
 
 def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:

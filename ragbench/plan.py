@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragbench.config import Pipeline, final_depth, load_pipeline, stable_hash
+from ragbench.config import Pipeline, final_depth, load_pipeline, scored_per_document, stable_hash
 from ragbench.errors import RagbenchError
 from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.metrics.spec import check_metrics, computable, parse_metric
@@ -77,7 +77,7 @@ def plan(request: RunRequest, reporter: Reporter) -> RunPlan:
     metrics = run_metrics(pipeline, card)
     where = LocatedYaml(None, {}, str(pipeline.file if pipeline.metrics else card_path))
     problems = check_metrics(metrics, final_depth(pipeline.stages), where, ("metrics",), pipeline.has_reader,
-                             pipeline.judge_metrics)
+                             pipeline.judge_metrics, scored_per_document(pipeline.stages))
     if problems:
         raise RagbenchError(problems)
     task = _load(card, request, pipeline.has_ranking, reporter)

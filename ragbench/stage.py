@@ -149,6 +149,8 @@ class CorpusStage(Stage):
     """
 
     contract = Contract("corpus", DerivedCorpus)
+    #: whether rankings over this corpus are also scored over the task's documents (M[doc]: passages)
+    document_level: ClassVar[bool] = False
 
     @abstractmethod
     def derive(self, task: TaskData) -> DerivedCorpus:

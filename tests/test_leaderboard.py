@@ -161,3 +161,20 @@ def test_best_is_marked_among_rows_on_the_same_queries_and_never_for_a_tie_of_al
     # a --limit run does not outrank full runs; all-zero EM has no best
     assert marked == {("full-a", "nDCG"), ("limited", "nDCG")}
     assert notes(df) and "300, 741" in notes(df)[0]
+
+
+def test_runs_over_passages_and_over_documents_meet_at_the_document_level() -> None:
+    from ragbench.report.leaderboard import RunEntry, best_mask, frame, notes
+
+    def entry(name: str, **metrics: float) -> RunEntry:
+        return RunEntry(Path(name), "frames", name, 621, "2026-01-01T00:00:00+00:00", metrics)
+
+    df = frame([entry("articles", **{"R@10": 0.59}), entry("other-articles", **{"R@10": 0.40}),
+                entry("passages", **{"R@10": 0.12, "R@10[doc]": 0.75})], sort="R@10[doc]")
+    assert list(df["pipeline"]) == ["passages", "articles", "other-articles"]
+    assert list(df["R@10[doc]"]) == [0.75, 0.59, 0.40]  # over whole articles, M[doc] is M
+    mask = best_mask(df)
+    marked = {(row.pipeline, m) for i, row in df.iterrows() for m in ("R@10", "R@10[doc]") if mask.at[i, m]}
+    # R@10 over passages is not ranked against R@10 over articles
+    assert marked == {("passages", "R@10[doc]"), ("articles", "R@10")}
+    assert any("R@10" not in n and "M[doc]" in n for n in notes(df))

@@ -198,3 +198,19 @@ def test_cli_run_on_frames_reports_both_levels(tmp_path: Path, monkeypatch: pyte
     assert {"R@10", "R@10[doc]"} <= set(first)
     header = next(line for line in res.output.splitlines() if "R@10" in line)  # the terminal shows both levels
     assert header.index("R@10") < header.index("R@10[doc]") < header.index("R@100")
+
+
+def test_a_document_level_measure_without_passages_is_one_located_line(tmp_path: Path) -> None:
+    from ragbench.config import load_pipeline
+    from ragbench.errors import RagbenchError
+
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text("name: p\nstages:\n  - {id: bm25, type: bm25}\nmetrics:\n  - R@10\n  - R@10[doc]\n")
+    with pytest.raises(RagbenchError) as err:
+        load_pipeline(pipe)
+    (problem,) = err.value.problems
+    assert problem.file == str(pipe) and problem.line == 6 and "R@10[doc]" in problem.message
+    assert "passages" in problem.message
+    assert "metrics: [R@10, R@100, nDCG@10]" in PIPELINE  # over passages, the document level may be asked for
+    pipe.write_text(PIPELINE.replace("metrics: [R@10, R@100, nDCG@10]", "metrics:\n  - R@10\n  - R@10[doc]"))
+    assert load_pipeline(pipe).metrics == ("R@10", "R@10[doc]")

@@ -117,3 +117,22 @@ def test_check_reads_each_metrics_direction_from_its_spec(tmp_path: Path) -> Non
     assert "k_star" not in r.output
     r = CliRunner().invoke(main, ["check", str(better), "--baseline", str(base)])
     assert r.exit_code == 0, r.output
+
+
+def test_a_run_over_passages_compares_with_a_run_over_documents_per_document(tmp_path: Path) -> None:
+    """R@10 over passages is another quantity: against a run over whole articles only M[doc] pairs with
+    M, while figures with no document level (answers) pair as they are."""
+    from ragbench.report.compare import compare
+
+    docs = _run_folder(tmp_path / "docs", {"R@10": [0.0, 0.5, 1.0, 0.5], "popqa_acc": [0.0, 1.0, 1.0, 0.0]})
+    passages = _run_folder(tmp_path / "passages", {"R@10": [0.0, 0.0, 0.5, 0.0], "R@10[doc]": [0.5, 1.0, 1.0, 0.5],
+                                                   "popqa_acc": [1.0, 1.0, 1.0, 0.0]})
+    rows = {r.metric: r for r in compare([docs, passages], resamples=200)}
+    assert list(rows) == ["R@10[doc]", "popqa_acc"]
+    doc = rows["R@10[doc]"]
+    assert (doc.mean_baseline, doc.mean_run) == (0.5, 0.75) and (doc.wins, doc.ties, doc.losses) == (2, 2, 0)
+    assert rows["popqa_acc"].delta == 0.25
+    back = {r.metric: r for r in compare([passages, docs], resamples=200)}  # the baseline over passages
+    assert list(back) == ["R@10[doc]", "popqa_acc"] and back["R@10[doc]"].mean_baseline == 0.75
+    same = {r.metric for r in compare([passages, passages], resamples=200)}  # same level: every shared figure
+    assert same == {"R@10", "R@10[doc]", "popqa_acc"}

@@ -233,6 +233,7 @@ class Passages(CorpusStage):
 
     Options = PassagesOptions
     options: PassagesOptions
+    document_level = True
 
     def derive(self, task: TaskData) -> DerivedCorpus:
         if task.corpus is None:

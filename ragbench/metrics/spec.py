@@ -110,8 +110,10 @@ def computable(names: list[str], has_ranking: bool, has_reader: bool, judged: li
 
 
 def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: LocatedYaml, loc: Loc,
-                  has_reader: bool | None = None, judged: list[str] | None = None) -> list[Problem]:
-    """Unknown measures, cutoffs deeper than the final ranking, and answer metrics without a reader are errors."""
+                  has_reader: bool | None = None, judged: list[str] | None = None,
+                  per_document: bool | None = None) -> list[Problem]:
+    """Unknown measures, cutoffs deeper than the final ranking, answer metrics without a reader and document-level
+    measures (M[doc]) of a ranking that is not over passages (`per_document` False) are errors."""
     problems = []
     for j, name in enumerate(names):
         where = (doc.line((*loc, j)), format_loc((*loc, j)))
@@ -122,6 +124,9 @@ def check_metrics(names: tuple[str, ...] | list[str], depth: int | None, doc: Lo
             continue
         if not spec.requestable:
             problems.append(Problem(doc.file, f"{name} is reported by its experiment stage, not requested", *where))
+        elif spec.level == "document" and per_document is False:
+            problems.append(Problem(doc.file, f"{name} scores a ranking over passages per document, but the last "
+                                    "ranking is not over a passages corpus (corpus: <a type: passages stage>)", *where))
         elif spec.family in ("answer", "judge") and has_reader is False:
             problems.append(Problem(doc.file, f"{name} scores answers, but the pipeline has no reader stage", *where))
         elif spec.family == "judge" and judged is not None and spec.judged_by not in judged:

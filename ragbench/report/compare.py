@@ -5,6 +5,8 @@ Per metric: both means, the delta, win / tie / loss counts per query, and two pa
 scipy: Student's paired t-test (`ttest_rel`) and a paired randomization test (`permutation_test`
 with `permutation_type="samples"`: the sign of each query's difference is flipped at random,
 10,000 resamples, seeded), both two-sided. A metric constant in both runs has no test (None).
+A run over passages (`type: passages`) is compared with a run over whole documents at the document
+level: its M[doc] (each article at its best passage) against the other's M.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from ragbench.errors import RagbenchError
+from ragbench.metrics.spec import DOC_SUFFIX as DOC
 from ragbench.record import RunRecord
 
 
@@ -54,11 +57,40 @@ def paired_tests(a: np.ndarray, b: np.ndarray, resamples: int = 10_000,
 
 
 def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]],
-           metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The metric's per-query values of the queries both runs scored (baseline, run), in query-id order."""
+           metric: str, run_metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The metric's per-query values of the queries both runs scored (baseline, run), in query-id order.
+
+    `run_metric`: the run's name for the same figure when it differs from the baseline's."""
+    other = run_metric or metric
     qids = sorted(q for q in base.keys() & run.keys()
-                  if base[q].get(metric) is not None and run[q].get(metric) is not None)
-    return np.array([base[q][metric] for q in qids], float), np.array([run[q][metric] for q in qids], float)
+                  if base[q].get(metric) is not None and run[q].get(other) is not None)
+    return np.array([base[q][metric] for q in qids], float), np.array([run[q][other] for q in qids], float)
+
+
+def over_passages(rec: RunRecord) -> bool:
+    """Whether the run ranked passages of documents (type: passages), scoring articles as M[doc]."""
+    return any(m.endswith(DOC) for m in rec.metrics)
+
+
+def column(rec: RunRecord, name: str) -> str:
+    """The run's name for a figure: a document-level M[doc] of a run that ranked whole documents is its M."""
+    return name[: -len(DOC)] if name.endswith(DOC) and not over_passages(rec) else name
+
+
+def shared_names(records: list[RunRecord]) -> list[str]:
+    """The figures every run has, in the baseline's order. When runs over passages meet runs over whole
+    documents, retrieval figures compare at the document level only (R@10 over passages is another
+    quantity than over documents): M[doc] of the former against M of the latter. Figures with no
+    document-level variant (answer metrics, judges) compare as they are."""
+    if len({over_passages(rec) for rec in records}) == 1:
+        return [m for m in records[0].metrics if all(m in rec.metrics for rec in records)]
+    names = []
+    for m in records[0].metrics:
+        if not m.endswith(DOC) and any(m + DOC in rec.metrics for rec in records):
+            m += DOC
+        if all(column(rec, m) in rec.metrics for rec in records):
+            names.append(m)
+    return list(dict.fromkeys(names))
 
 
 def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int = 10_000, seed: int = 0) -> list[Delta]:
@@ -72,11 +104,11 @@ def compare(runs: list[Path], metrics: list[str] | None = None, resamples: int =
                                        "per-query tests need the same queries")
     per_query = {r: records[r].per_query for r in runs}
     base = runs[0]
-    names = metrics or [m for m in records[base].metrics if all(m in records[r].metrics for r in runs)]
+    names = metrics or shared_names([records[r] for r in runs])
     out = []
     for run in runs[1:]:
         for m in names:
-            a, b = paired(per_query[base], per_query[run], m)
+            a, b = paired(per_query[base], per_query[run], column(records[base], m), column(records[run], m))
             if not len(a):
                 raise RagbenchError.at(str(run / "per_query.jsonl"),
                                        f"no per-query values of '{m}' shared with {records[base].name}")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ragbench import __version__
 from ragbench.errors import RagbenchError
-from ragbench.metrics.spec import direction
+from ragbench.metrics.spec import DOC_SUFFIX, direction
 from ragbench.record import RunRecord
 
 Format = Literal["md", "csv", "json", "latex", "html"]
@@ -45,6 +45,17 @@ class RunEntry:
     metrics: dict[str, float]
     curves: dict[str, dict[str, float]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def over_passages(self) -> bool:
+        """Ranked passages of documents (type: passages): its M is over passages, its M[doc] over documents."""
+        return any(m.endswith(DOC_SUFFIX) for m in self.metrics)
+
+    def value(self, name: str) -> float:
+        """A column's value: M[doc] of a run over whole documents is its M (the same quantity)."""
+        if name.endswith(DOC_SUFFIX) and not self.over_passages:
+            return self.metrics.get(name[:-len(DOC_SUFFIX)], math.nan)
+        return self.metrics.get(name, math.nan)
 
     def recall_curve(self) -> dict[int, float]:
         """R@k points: the stored curve, else whatever R@k metrics the run has."""
@@ -109,8 +120,9 @@ def frame(entries: list[RunEntry], metrics: list[str] | None = None, sort: str |
     for e in entries:
         run = e.folder.relative_to(relative_to) if relative_to and e.folder.is_relative_to(relative_to) else e.folder
         rows.append({"task": e.task, "pipeline": e.pipeline, "queries": e.n_queries,
-                     **{m: e.metrics.get(m, math.nan) for m in names}, "run": str(run), "created": e.created})
+                     **{m: e.value(m) for m in names}, "run": str(run), "created": e.created})
     df = pd.DataFrame(rows, columns=[*ID_COLUMNS, *names, "run", "created"])
+    df.attrs["over_passages"] = sorted({r["run"] for r, e in zip(rows, entries, strict=True) if e.over_passages})
     key = sort or (names[0] if names else None)
     if key is None:
         return df.sort_values(["task", "pipeline"], ignore_index=True)
@@ -128,11 +140,13 @@ def best_mask(df: pd.DataFrame) -> pd.DataFrame:
     number of queries (a --limit run is not ranked against full runs). Ties are all marked; a column
     with no two distinct values in the group has no best."""
     mask = pd.DataFrame(False, index=df.index, columns=df.columns)
-    groups = df.groupby(["task", "queries"])
+    # M over passages and M over whole documents are different quantities: ranked apart (M[doc] compares all)
+    level = df["run"].isin(df.attrs.get("over_passages", [])).rename("over_passages")
     for m in metric_columns(df):
         direction = higher_is_better(m)
         if direction is None:
             continue
+        groups = df.groupby(["task", "queries", *([level] if f"{m}{DOC_SUFFIX}" in df.columns else [])])
         best = groups[m].transform("max" if direction else "min")
         distinct = groups[m].transform("nunique")
         mask[m] = df[m].notna() & (df[m] == best) & (distinct > 1)
@@ -152,6 +166,9 @@ def notes(df: pd.DataFrame) -> list[str]:
     """Caveats a reader of the table needs: rows of one task scored on different numbers of queries
     (each count is ranked on its own)."""
     out = []
+    if df.attrs.get("over_passages"):
+        out.append(f"M{DOC_SUFFIX}: a ranking over passages scored per document (each at its best passage); for a "
+                   f"run over whole documents M{DOC_SUFFIX} is its M. M of a run over passages is ranked apart.")
     for task, group in df.groupby("task", sort=True):
         counts = sorted(set(group["queries"]))
         if len(counts) > 1:
