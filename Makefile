@@ -87,6 +87,8 @@ reference: install
 leaderboard: install
 	for f in md csv json tex html; do \
 	  $(BIN)/ragbench leaderboard $(REF) --sort nDCG@10 -o results/leaderboard.$$f || exit 1; done
+	$(BIN)/ragbench leaderboard $(REF) --task frames --by reasoning_types --sort 'nDCG@10[doc]' \
+	  -o results/leaderboard.frames-reasoning_types.md
 
 lint: install
 	$(BIN)/ruff check ragbench tests bench

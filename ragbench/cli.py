@@ -295,8 +295,10 @@ def check(run, baseline, thresholds_file, junit_file) -> None:
 @click.option("-m", "--metric", "metrics", multiple=True,
               help="Metric column (repeatable; default: every metric the runs have).")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
+@click.option("--by", default=None, metavar="FIELD",
+              help="One row per value of a breakdown field (a task card's group_by, e.g. reasoning_types).")
 @_friendly
-def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks) -> None:
+def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks, by) -> None:
     """One row per (pipeline, task) from the run folders under RESULTS_DIR, as md, csv, json, latex or html."""
     from ragbench.report import leaderboard as lb
 
@@ -309,7 +311,7 @@ def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks) -> None:
         if not entries:
             raise RagbenchError.at("--task", f"no runs of {', '.join(tasks)} under {root}")
     chosen = lb.select(entries, pick, sort)
-    df = lb.frame(chosen, list(metrics) or None, sort, relative_to=root)
+    df = lb.frame(chosen, list(metrics) or None, sort, relative_to=root, by=by)
     text = lb.render(df, chosen, fmt)
     if output:
         from ragbench.cache import atomic_write_text

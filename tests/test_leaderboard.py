@@ -178,3 +178,25 @@ def test_runs_over_passages_and_over_documents_meet_at_the_document_level() -> N
     # R@10 over passages is not ranked against R@10 over articles
     assert marked == {("passages", "R@10[doc]"), ("articles", "R@10")}
     assert any("R@10" not in n and "M[doc]" in n for n in notes(df))
+
+
+def test_one_row_per_breakdown_value_ranked_within_it(tmp_path: Path) -> None:
+    from ragbench.errors import RagbenchError
+    from ragbench.report.leaderboard import RunEntry, best_mask, frame
+
+    def entry(name: str, overall: float, groups: dict[str, tuple[int, float]]) -> RunEntry:
+        breakdown = {"reasoning_types": {g: {"R@10": {"mean": v, "n": n}} for g, (n, v) in groups.items()}}
+        return RunEntry(Path(name), "frames", name, 621, "2026-01-01T00:00:00+00:00", {"R@10": overall},
+                        breakdown=breakdown)
+
+    runs = [entry("a", 0.6, {"Tabular reasoning": (181, 0.4), "Temporal reasoning": (194, 0.7)}),
+            entry("b", 0.5, {"Tabular reasoning": (181, 0.5), "Temporal reasoning": (194, 0.6)})]
+    df = frame(runs, by="reasoning_types")
+    assert list(df.columns[:4]) == ["task", "reasoning_types", "pipeline", "queries"]
+    assert [(r.reasoning_types, r.pipeline, r.queries, r["R@10"]) for _, r in df.iterrows()] == [
+        ("Tabular reasoning", "b", 181, 0.5), ("Tabular reasoning", "a", 181, 0.4),
+        ("Temporal reasoning", "a", 194, 0.7), ("Temporal reasoning", "b", 194, 0.6)]
+    mask = best_mask(df)
+    assert [bool(mask.at[i, "R@10"]) for i in df.index] == [True, False, True, False]  # best within each value
+    with pytest.raises(RagbenchError, match="no run has a breakdown by 'domain'"):
+        frame(runs, by="domain")

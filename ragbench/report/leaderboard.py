@@ -45,17 +45,27 @@ class RunEntry:
     metrics: dict[str, float]
     curves: dict[str, dict[str, float]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
+    #: metrics.json `breakdown`: field -> value -> metric -> {mean, n} (the task card's group_by)
+    breakdown: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
     @property
     def over_passages(self) -> bool:
         """Ranked passages of documents (type: passages): its M is over passages, its M[doc] over documents."""
         return any(m.endswith(DOC_SUFFIX) for m in self.metrics)
 
-    def value(self, name: str) -> float:
-        """A column's value: M[doc] of a run over whole documents is its M (the same quantity)."""
+    def value(self, name: str, values: dict[str, float] | None = None) -> float:
+        """A column's value (of `values`, default the run's metrics): M[doc] of a run over whole documents is
+        its M (the same quantity)."""
+        values = self.metrics if values is None else values
         if name.endswith(DOC_SUFFIX) and not self.over_passages:
-            return self.metrics.get(name[:-len(DOC_SUFFIX)], math.nan)
-        return self.metrics.get(name, math.nan)
+            return values.get(name[:-len(DOC_SUFFIX)], math.nan)
+        return values.get(name, math.nan)
+
+    def groups(self, by: str) -> dict[str, tuple[int, dict[str, float]]]:
+        """Per value of the breakdown field `by`: (queries, metric means)."""
+        return {str(value): (max((int(s["n"]) for s in stats.values()), default=0),
+                             {m: float(s["mean"]) for m, s in stats.items() if s.get("mean") is not None})
+                for value, stats in self.breakdown.get(by, {}).items()}
 
     def recall_curve(self) -> dict[int, float]:
         """R@k points: the stored curve, else whatever R@k metrics the run has."""
@@ -74,7 +84,7 @@ def scan(results_dir: Path) -> list[RunEntry]:
         rec = RunRecord.read(path)
         entries.append(RunEntry(rec.folder, rec.task, rec.pipeline, rec.n_queries, rec.created,
                                 {k: float(v) for k, v in rec.metrics.items() if isinstance(v, (int, float))},
-                                rec.section("curves"), rec.section("experiments")))
+                                rec.section("curves"), rec.section("experiments"), rec.section("breakdown")))
     if not entries:
         raise RagbenchError.at(str(results_dir),
                                "no run folders found (no metrics.json below it); run `ragbench run` first")
@@ -105,8 +115,15 @@ def select(entries: list[RunEntry], pick: Literal["latest", "best"] = "latest",
 
 
 def frame(entries: list[RunEntry], metrics: list[str] | None = None, sort: str | None = None,
-          relative_to: Path | None = None) -> pd.DataFrame:
-    """The leaderboard table: task, pipeline, queries, one column per metric, run folder and date."""
+          relative_to: Path | None = None, by: str | None = None) -> pd.DataFrame:
+    """The leaderboard table: task, pipeline, queries, one column per metric, run folder and date.
+
+    `by`: a breakdown field of the runs (FRAMES' reasoning_types): one row per (task, pipeline, value),
+    each with its queries and means, ranked among the rows of the same value."""
+    if by is not None and not any(by in e.breakdown for e in entries):
+        fields = sorted({f for e in entries for f in e.breakdown})
+        raise RagbenchError.at("--by", f"no run has a breakdown by '{by}' (runs have: {', '.join(fields) or 'none'};"
+                                       " a task card's group_by makes one)")
     available = list(dict.fromkeys(m for e in entries for m in e.metrics))
     names = metrics or available
     unknown = [m for m in names if m not in available]
@@ -116,23 +133,31 @@ def frame(entries: list[RunEntry], metrics: list[str] | None = None, sort: str |
         if sort not in available:
             raise RagbenchError.at("--sort", f"no run has '{sort}'")
         names = [sort, *names]
-    rows = []
+    rows, passage_runs = [], set()
     for e in entries:
         run = e.folder.relative_to(relative_to) if relative_to and e.folder.is_relative_to(relative_to) else e.folder
-        rows.append({"task": e.task, "pipeline": e.pipeline, "queries": e.n_queries,
-                     **{m: e.value(m) for m in names}, "run": str(run), "created": e.created})
-    df = pd.DataFrame(rows, columns=[*ID_COLUMNS, *names, "run", "created"])
-    df.attrs["over_passages"] = sorted({r["run"] for r, e in zip(rows, entries, strict=True) if e.over_passages})
+        if e.over_passages:
+            passage_runs.add(str(run))
+        parts = [(e.n_queries, e.metrics, {})] if by is None else \
+            [(n, values, {by: value}) for value, (n, values) in e.groups(by).items()]
+        for n, values, group in parts:
+            rows.append({"task": e.task, **group, "pipeline": e.pipeline, "queries": n,
+                         **{m: e.value(m, values) for m in names}, "run": str(run), "created": e.created})
+    ids = ["task", by, *ID_COLUMNS[1:]] if by else list(ID_COLUMNS)
+    df = pd.DataFrame(rows, columns=[*ids, *names, "run", "created"])
+    df.attrs["over_passages"] = sorted(passage_runs)
+    df.attrs["by"] = by
+    order = ["task", by] if by else ["task"]
     key = sort or (names[0] if names else None)
     if key is None:
-        return df.sort_values(["task", "pipeline"], ignore_index=True)
+        return df.sort_values([*order, "pipeline"], ignore_index=True)
     ascending = higher_is_better(key) is False
-    return df.sort_values(["task", key, "pipeline"], ascending=[True, ascending, True], na_position="last",
-                          ignore_index=True)
+    return df.sort_values([*order, key, "pipeline"], ascending=[True] * len(order) + [ascending, True],
+                          na_position="last", ignore_index=True)
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in (*ID_COLUMNS, "run", "created")]
+    return [c for c in df.columns if c not in (*ID_COLUMNS, df.attrs.get("by"), "run", "created")]
 
 
 def best_mask(df: pd.DataFrame) -> pd.DataFrame:
@@ -146,7 +171,8 @@ def best_mask(df: pd.DataFrame) -> pd.DataFrame:
         direction = higher_is_better(m)
         if direction is None:
             continue
-        groups = df.groupby(["task", "queries", *([level] if f"{m}{DOC_SUFFIX}" in df.columns else [])])
+        by = [df.attrs["by"]] if df.attrs.get("by") else []
+        groups = df.groupby(["task", *by, "queries", *([level] if f"{m}{DOC_SUFFIX}" in df.columns else [])])
         best = groups[m].transform("max" if direction else "min")
         distinct = groups[m].transform("nunique")
         mask[m] = df[m].notna() & (df[m] == best) & (distinct > 1)
@@ -169,9 +195,14 @@ def notes(df: pd.DataFrame) -> list[str]:
     if df.attrs.get("over_passages"):
         out.append(f"M{DOC_SUFFIX}: a ranking over passages scored per document (each at its best passage); for a "
                    f"run over whole documents M{DOC_SUFFIX} is its M. M of a run over passages is ranked apart.")
-    for task, group in df.groupby("task", sort=True):
+    by = df.attrs.get("by")
+    if by:
+        out.append(f"One row per run and value of '{by}', over that value's queries; best values are marked among "
+                   "the rows of one value.")
+    for key, group in df.groupby(["task", by] if by else "task", sort=True):
         counts = sorted(set(group["queries"]))
         if len(counts) > 1:
+            task = " / ".join(map(str, key)) if isinstance(key, tuple) else key
             out.append(f"{task}: rows cover different numbers of queries ({', '.join(map(str, counts))}); "
                        "best values are marked within each count; "
                        "compare across them on shared queries with `ragbench compare`.")
@@ -183,7 +214,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     shown = df.drop(columns=["created"])
     cells = [[_cell(v, bool(mask.at[i, c]), ("**", "**")) for c, v in row.items()] for i, row in shown.iterrows()]
     header = list(shown.columns)
-    align = ["---" if c in ("task", "pipeline", "run") else "---:" for c in header]
+    align = ["---" if c in ("task", "pipeline", "run", df.attrs.get("by")) else "---:" for c in header]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     caveats = notes(df)
