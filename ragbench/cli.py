@@ -295,8 +295,7 @@ def check(run, baseline, thresholds_file, junit_file) -> None:
 @click.option("-m", "--metric", "metrics", multiple=True,
               help="Metric column (repeatable; default: every metric the runs have).")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
-@click.option("--by", default=None, metavar="FIELD",
-              help="One row per value of a breakdown field (a task card's group_by, e.g. reasoning_types).")
+@click.option("--by", metavar="FIELD", help="One row per value of a breakdown field (a card's group_by).")
 @_friendly
 def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks, by) -> None:
     """One row per (pipeline, task) from the run folders under RESULTS_DIR, as md, csv, json, latex or html."""
@@ -315,7 +314,6 @@ def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks, by) -> Non
     text = lb.render(df, chosen, fmt)
     if output:
         from ragbench.cache import atomic_write_text
-
         atomic_write_text(Path(output), text)
         err.print(f"{len(df)} rows ({len(entries)} runs found, {pick} per pipeline and task) -> {output}",
                   highlight=False)
