@@ -67,6 +67,9 @@ def ray_session(spec: ExecutorSpec) -> Any:
     except ImportError:
         raise RagbenchError.at("executor", "--executor ray needs Ray: pip install 'ragbench[ray]'") from None
     if not ray.is_initialized():
+        # Ray's driver would install its own SIGSEGV handler over the JVM's (Lucene runs in this process), and the
+        # JVM uses SIGSEGV for null checks: seen as an intermittent crash in a Lucene ForkJoinPool thread
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
         if spec.address:
             ray.init(address=spec.address, **quiet)
