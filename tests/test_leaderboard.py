@@ -180,7 +180,7 @@ def test_runs_over_passages_and_over_documents_meet_at_the_document_level() -> N
     assert any("R@10" not in n and "M[doc]" in n for n in notes(df))
 
 
-def test_one_row_per_breakdown_value_ranked_within_it(tmp_path: Path) -> None:
+def test_one_row_per_breakdown_value_ranked_within_it() -> None:
     from ragbench.errors import RagbenchError
     from ragbench.report.leaderboard import RunEntry, best_mask, frame
 

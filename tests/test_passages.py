@@ -65,7 +65,6 @@ def test_token_windows_follow_the_tokenizer(smollm2_dir: Path) -> None:
     assert text.startswith(parts[0][2]) and text.rstrip().endswith(parts[-1][2])
 
 
-
 def test_token_passages_through_the_stage(smollm2_dir: Path, tmp_path: Path) -> None:
     cache, task = Cache(tmp_path / "cache"), small_task()
     options = PassagesOptions(unit="tokens", size=40, stride=30, tokenizer=str(smollm2_dir))

@@ -156,8 +156,9 @@ def _tokenizer(options: PassagesOptions, cache: Cache) -> tuple[Any, str | None]
 
 
 def build_passages(corpus: Corpus, options: PassagesOptions, cache: Cache,
-                   reporter: Reporter | None = None) -> tuple[Corpus, PassageStats, np.ndarray]:
-    """(the passage corpus, its statistics, each source row's passage count), built once per key.
+                   reporter: Reporter | None = None) -> tuple[Corpus, PassageStats, np.ndarray, bool]:
+    """(the passage corpus, its statistics, each source row's passage count, whether this call built it),
+    built once per key.
 
     Memory: one batch of documents and one record batch of passages, plus a length and a count per row."""
     tokenizer, tok_hash = _tokenizer(options, cache)
@@ -184,9 +185,10 @@ def build_passages(corpus: Corpus, options: PassagesOptions, cache: Cache,
                              _distribution(sizes))
         (tmp / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
 
+    built = not cache.artifact_path(key).exists()
     path = cache.artifact(key, build)
     stats = PassageStats(**json.loads((path / "stats.json").read_text()))
-    return Corpus.open(path, key, source=str(path)), stats, np.load(path / "counts.npy")
+    return Corpus.open(path, key, source=str(path)), stats, np.load(path / "counts.npy"), built
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:
@@ -238,9 +240,8 @@ class Passages(CorpusStage):
     def derive(self, task: TaskData) -> DerivedCorpus:
         if task.corpus is None:
             raise RagbenchError.at(f"stage {self.env.stage_id}", "passages needs the task's corpus (give --data)")
-        tok_hash = _tokenizer(self.options, self.env.cache)[1]
-        built = not self.env.cache.artifact_path(passages_key(task.corpus, self.options, tok_hash)).exists()
-        passages, stats, counts = build_passages(task.corpus, self.options, self.env.cache, self.env.reporter)
+        passages, stats, counts, built = build_passages(task.corpus, self.options, self.env.cache,
+                                                        self.env.reporter)
         self.env.reporter.log(f"{self.env.stage_id}: {stats.summary()}")
         qrels = map_qrels(task, passages, counts, self.options.relevant)
         view = dataclasses.replace(task, corpus=passages, qrels=qrels,

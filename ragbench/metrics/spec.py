@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,16 @@ _EXPERIMENT = re.compile(r"(?P<kind>HND|rel_drop|peak_drop|k_star)\[(?P<of>[^\]]
 _EXPERIMENT_DIRECTION = {"HND": False, "rel_drop": False, "peak_drop": False, "k_star": None}
 #: a ranking metric over the task's documents when the ranking is over passages (MaxP, outputs.corpus.DocumentLevel)
 DOC_SUFFIX = "[doc]"
+
+
+def ranks_passages(names: Iterable[str]) -> bool:
+    """Whether a run's figures (their names) come from a ranking over passages: it has M[doc] figures."""
+    return any(n.endswith(DOC_SUFFIX) for n in names)
+
+
+def level_name(name: str, passages: bool) -> str:
+    """A run's name for a figure: M[doc] of a run over whole documents is its M (the same quantity)."""
+    return name[:-len(DOC_SUFFIX)] if name.endswith(DOC_SUFFIX) and not passages else name
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from ragbench.errors import RagbenchError
-from ragbench.metrics.spec import DOC_SUFFIX as DOC
+from ragbench.metrics.spec import DOC_SUFFIX, level_name, ranks_passages
 from ragbench.record import RunRecord
 
 
@@ -67,14 +67,9 @@ def paired(base: dict[str, dict[str, float]], run: dict[str, dict[str, float]],
     return np.array([base[q][metric] for q in qids], float), np.array([run[q][other] for q in qids], float)
 
 
-def over_passages(rec: RunRecord) -> bool:
-    """Whether the run ranked passages of documents (type: passages), scoring articles as M[doc]."""
-    return any(m.endswith(DOC) for m in rec.metrics)
-
-
 def column(rec: RunRecord, name: str) -> str:
-    """The run's name for a figure: a document-level M[doc] of a run that ranked whole documents is its M."""
-    return name[: -len(DOC)] if name.endswith(DOC) and not over_passages(rec) else name
+    """The run's name for a figure (M[doc] of a run over whole documents is its M)."""
+    return level_name(name, ranks_passages(rec.metrics))
 
 
 def shared_names(records: list[RunRecord]) -> list[str]:
@@ -82,12 +77,12 @@ def shared_names(records: list[RunRecord]) -> list[str]:
     documents, retrieval figures compare at the document level only (R@10 over passages is another
     quantity than over documents): M[doc] of the former against M of the latter. Figures with no
     document-level variant (answer metrics, judges) compare as they are."""
-    if len({over_passages(rec) for rec in records}) == 1:
+    if len({ranks_passages(rec.metrics) for rec in records}) == 1:
         return [m for m in records[0].metrics if all(m in rec.metrics for rec in records)]
     names = []
     for m in records[0].metrics:
-        if not m.endswith(DOC) and any(m + DOC in rec.metrics for rec in records):
-            m += DOC
+        if not m.endswith(DOC_SUFFIX) and any(m + DOC_SUFFIX in rec.metrics for rec in records):
+            m += DOC_SUFFIX
         if all(column(rec, m) in rec.metrics for rec in records):
             names.append(m)
     return list(dict.fromkeys(names))

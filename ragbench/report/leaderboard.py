@@ -27,7 +27,7 @@ import pandas as pd
 
 from ragbench import __version__
 from ragbench.errors import RagbenchError
-from ragbench.metrics.spec import DOC_SUFFIX, direction
+from ragbench.metrics.spec import DOC_SUFFIX, direction, level_name, ranks_passages
 from ragbench.record import RunRecord
 
 Format = Literal["md", "csv", "json", "latex", "html"]
@@ -51,15 +51,12 @@ class RunEntry:
     @property
     def over_passages(self) -> bool:
         """Ranked passages of documents (type: passages): its M is over passages, its M[doc] over documents."""
-        return any(m.endswith(DOC_SUFFIX) for m in self.metrics)
+        return ranks_passages(self.metrics)
 
     def value(self, name: str, values: dict[str, float] | None = None) -> float:
         """A column's value (of `values`, default the run's metrics): M[doc] of a run over whole documents is
         its M (the same quantity)."""
-        values = self.metrics if values is None else values
-        if name.endswith(DOC_SUFFIX) and not self.over_passages:
-            return values.get(name[:-len(DOC_SUFFIX)], math.nan)
-        return values.get(name, math.nan)
+        return (self.metrics if values is None else values).get(level_name(name, self.over_passages), math.nan)
 
     def groups(self, by: str) -> dict[str, tuple[int, dict[str, float]]]:
         """Per value of the breakdown field `by`: (queries, metric means)."""

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ragbench.metrics.spec import DOC_SUFFIX
 from ragbench.record import RunRecord
 
 
@@ -15,7 +16,7 @@ def print_run(record: RunRecord, out: Console, seconds: float) -> None:
     """What `ragbench run` prints once the run folder is written."""
     aggregate = record.metrics
     # a ranking over passages is also scored per article (M[doc]): shown beside the figure asked for
-    metrics = [n for m in record.requested for n in (m, f"{m}[doc]") if n == m or n in aggregate]
+    metrics = [n for m in record.requested for n in (m, m + DOC_SUFFIX) if n == m or n in aggregate]
     out.print(f"[bold]{record.pipeline}[/] on [bold]{record.task}[/] ({record.data.get('split')}, "
               f"{record.n_queries} queries)")
     table = Table()
