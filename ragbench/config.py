@@ -207,6 +207,11 @@ def parse_pipeline(doc: LocatedYaml) -> tuple[Pipeline | None, list[Problem]]:
             elif upstream is not None and contract.consumes is not None and not issubclass(upstream, contract.consumes):
                 problems.append(Problem(doc.file, f"input '{name}' produces {upstream.label}, but type '{type_name}' "
                                         f"reads {contract.consumes.label}", *at_inputs))
+        if contract.searches_input:
+            problems += [Problem(doc.file, f"type '{type_name}' runs its queries through its input, which must be a "
+                                 "first-stage retriever (bm25, dense, splade, llm_sparse); "
+                                 f"'{st.id}' is type '{st.type}'", *at_inputs)
+                         for st in stages if st.id in inputs and st.cls.contract.inputs[1]]
         corpus, corpus_problem = _stage_corpus(corpus_raw, inputs, produces, corpora, cls)
         if corpus_problem:
             c_loc = (*loc, "corpus") if corpus_raw is not None else in_loc
@@ -246,14 +251,14 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, type[
                   corpora: dict[str, str | None], cls: type[Stage]) -> tuple[str | None, str]:
     """(the corpus a stage works on, a problem or ""): given by `corpus:`, else its inputs'; all must agree."""
     inherited = {corpora[name] for name in inputs if name in corpora}
+    if cls.contract.regroups:
+        return _regrouped_corpus(given, inherited, produces, corpora)
     if given is None:
         if len(inherited) > 1:
             ranked = ", ".join(sorted(str(c or "the task corpus") for c in inherited))
             return None, f"inputs {', '.join(inputs)} rank different corpora ({ranked})"
         return (inherited.pop() if inherited else None), ""
     name = str(given)
-    if issubclass(cls.contract.produces, DerivedCorpus):
-        return None, "a corpus stage is built from the task's corpus; 'corpus:' is not allowed here"
     known = [k for k, v in produces.items() if issubclass(v, DerivedCorpus)]
     if name not in known:
         earlier = "; earlier: " + ", ".join(known) if known else ""
@@ -261,6 +266,18 @@ def _stage_corpus(given: Any, inputs: tuple[str, ...], produces: dict[str, type[
     if inherited and inherited != {name}:
         ranked = ", ".join(str(c or "the task corpus") for c in inherited)
         return None, f"corpus '{name}' differs from the corpus its input ranks ({ranked})"
+    return name, ""
+
+
+def _regrouped_corpus(given: Any, inherited: set[str | None], produces: dict[str, type[Output]],
+                      corpora: dict[str, str | None]) -> tuple[str | None, str]:
+    """The corpus of a stage that ranks units made from what its input ranks (maxp): named, and made from it."""
+    ranked = ", ".join(sorted(str(c or "the task corpus") for c in inherited))
+    name = str(given) if given is not None else None
+    if name is None or not issubclass(produces.get(name, Output), DerivedCorpus):
+        return None, f"needs 'corpus:', an earlier corpus stage made from the corpus its input ranks ({ranked})"
+    if inherited and inherited != {corpora.get(name)}:
+        return None, f"corpus '{name}' is not made from the corpus its input ranks ({ranked})"
     return name, ""
 
 
@@ -282,7 +299,11 @@ def scored_per_document(stages: tuple[StageSpec, ...] | list[StageSpec]) -> bool
     ranking = [st for st in stages if issubclass(st.cls.contract.produces, Rankings)]
     by_id = {st.id: st for st in stages}
     corpus = by_id.get(ranking[-1].corpus) if ranking and ranking[-1].corpus else None
-    return bool(corpus and getattr(corpus.cls, "document_level", False))
+    while corpus is not None:  # units made of passages are scored per document too
+        if getattr(corpus.cls, "document_level", False):
+            return True
+        corpus = by_id.get(corpus.corpus) if corpus.corpus else None
+    return False
 
 
 def final_depth(stages: tuple[StageSpec, ...] | list[StageSpec]) -> int | None:

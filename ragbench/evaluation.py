@@ -27,7 +27,7 @@ from ragbench.pipeline import PipelineResult, StageResult
 from ragbench.types import TaskData
 
 #: metrics.json's summary sections, in the order they are written
-SECTIONS = ("judges", "corpora", "experiments", "curves", "relevance")
+SECTIONS = ("judges", "corpora", "search", "experiments", "curves", "relevance")
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Scores:
     per_query: dict[str, dict[str, float]]
     breakdown: dict[str, Any] = field(default_factory=dict)  # by the card's group_by fields
     stages: dict[str, Any] = field(default_factory=dict)  # each ranking stage's retrieval metrics (when several)
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # judges, corpora, experiments, curves, relevance
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # judges, corpora, search, experiments, curves, …
 
 
 def score(result: PipelineResult, task: TaskData, metrics: list[str], group_by: list[str] | None = None) -> Scores:

@@ -8,6 +8,7 @@ pool process several at once, `batches_in_flight`; their output is the same as o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,7 +21,7 @@ from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import Answers, DerivedCorpus, Judgements, Output, Probes, Rankings
 from ragbench.progress import Reporter, StageProgress, Stopped
 from ragbench.stage import CorpusStage, Stage, StageEnv
-from ragbench.types import Query, TaskData
+from ragbench.types import Query, Ranking, TaskData
 
 OutputT = TypeVar("OutputT", bound=Output)
 
@@ -99,24 +100,27 @@ def run_pipeline(pipeline: Pipeline, task: TaskData, cache: Cache, reporter: Rep
     as each stage declares; 1: one after another); it never changes an output."""
     results: dict[str, StageResult] = {}
     for spec in pipeline.stages:
-        if issubclass(spec.cls, CorpusStage):
-            results[spec.id] = _build_corpus(spec, task, cache, reporter, executor)
-            continue
         corpus = results[spec.corpus].output if spec.corpus else None
         view = corpus.view if isinstance(corpus, DerivedCorpus) else task
+        if issubclass(spec.cls, CorpusStage):  # from the task's corpus, or from an earlier corpus stage's
+            results[spec.id] = _build_corpus(spec, view, corpus, cache, reporter, executor)
+            continue
         upstream = [results[name] for name in spec.inputs]
         results[spec.id] = _run_stage(spec, upstream, view, cache, reporter, batch_size, executor,
                                        batches_in_flight)
     return PipelineResult(list(results.values()))
 
 
-def _build_corpus(spec: StageSpec, task: TaskData, cache: Cache, reporter: Reporter,
+def _build_corpus(spec: StageSpec, task: TaskData, source: Output | None, cache: Cache, reporter: Reporter,
                   executor: ExecutorSpec) -> StageResult:
-    """A corpus stage's derived view of the task (its corpus cached as an artifact by the stage)."""
+    """A corpus stage's derived view of the task (its corpus cached as an artifact by the stage). Derived from
+    passages (`source`), units keep scoring over the task's documents: a unit's are its passages'."""
     start = time.perf_counter()
     stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, executor=executor))
     assert isinstance(stage, CorpusStage)
     derived = stage.derive(task)
+    if isinstance(source, DerivedCorpus) and source.documents is not None and derived.members is not None:
+        derived.documents = source.documents.through(derived.members)
     assert derived.view.corpus is not None
     return StageResult(spec, derived.view.corpus.fingerprint, derived, derived.view, 1, 0 if derived.built else 1,
                        time.perf_counter() - start, stage.identity())
@@ -138,7 +142,8 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     done = {k: cache.get_batch(k) for k in batch_keys}
     todo = [(b, k) for b, k in zip(batches, batch_keys, strict=True) if done[k] is None]
     n_cached = len(batches) - len(todo)
-    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs, executor))
+    search = _searcher(upstream[0], cache, reporter, executor) if spec.cls.contract.searches_input else None
+    stage = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs, executor, search))
     if todo:
         if n_cached:
             reporter.log(f"{spec.id}: resuming, {n_cached} of {len(batches)} batches already cached")
@@ -156,6 +161,26 @@ def _run_stage(spec: StageSpec, upstream: list[StageResult], task: TaskData, cac
     text = "".join(done[k] or "" for k in batch_keys)
     cache.put(out_key, text, meta={"stage": spec.as_dict(), "identity": identity, "queries": len(task.queries)})
     return _result(spec, key, text, upstream, task, len(batches), n_cached, start, identity)
+
+
+def _searcher(source: StageResult, cache: Cache, reporter: Reporter,
+              executor: ExecutorSpec) -> Callable[[list[Query]], dict[str, Ranking]]:
+    """The search function of a first-stage retriever, for a stage that runs queries of its own through it
+    (multi_step): a second instance of that stage on the corpus it ranked, indexed (from the cache) on the
+    first call. Calls take turns: retrievers are not all safe to call from several threads."""
+    lock = threading.Lock()
+    built: list[Stage] = []
+
+    def search(queries: list[Query]) -> dict[str, Ranking]:
+        with lock:
+            if not built:
+                spec = source.spec
+                retriever = spec.cls(spec.options, StageEnv(cache, reporter, spec.id, spec.inputs, executor))
+                retriever.prepare(source.view)
+                built.append(retriever)
+            return built[0].process(queries, [])
+
+    return search
 
 
 def _in_flight(stage: Stage, batch_size: int, cap: int | None) -> int:

@@ -17,6 +17,7 @@ from ragbench.config import Pipeline, final_depth, load_pipeline, scored_per_doc
 from ragbench.errors import RagbenchError
 from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.metrics.spec import check_metrics, computable, parse_metric
+from ragbench.outputs import DerivedCorpus
 from ragbench.progress import Reporter
 from ragbench.tasks.card import TaskCard, load_task_card
 from ragbench.types import TaskData
@@ -80,7 +81,7 @@ def plan(request: RunRequest, reporter: Reporter) -> RunPlan:
                              pipeline.judge_metrics, scored_per_document(pipeline.stages))
     if problems:
         raise RagbenchError(problems)
-    task = _load(card, request, pipeline.has_ranking, reporter)
+    task = _load(card, request, pipeline.has_ranking or pipeline.produces(DerivedCorpus), reporter)
     if not pipeline.has_reader and not pipeline.metrics and any(q.extra.get(card.answers_field) is None
                                                                 for q in task.queries):
         # answer recall is extra for a retrieval run: skip it when some query has no gold answers, don't fail

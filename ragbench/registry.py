@@ -17,6 +17,8 @@ COMPONENTS: dict[str, str] = {
     "splade": "ragbench.retrievers.splade:Splade",
     "llm_sparse": "ragbench.retrievers.llm_sparse:LLMSparse",
     "fusion": "ragbench.retrievers.fusion:Fusion",
+    "multi_step": "ragbench.retrievers.multi_step:MultiStep",
+    "maxp": "ragbench.retrievers.maxp:MaxP",
     "icr": "ragbench.rerankers.icr:ICR",
     "listwise": "ragbench.rerankers.listwise:Listwise",
     "first": "ragbench.rerankers.first:First",

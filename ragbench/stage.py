@@ -4,12 +4,14 @@ A stage is built from validated options, does its heavy one-time work in `prepar
 called when some of its output is not cached), then maps batches of queries and its input
 stages' outputs to its own records. What it reads and produces is declared once, as types
 (`contract`); the pipeline owns batching, caching and order; a stage never sees another
-stage, only the typed output it produced.
+stage, only the typed output it produced (and, for a stage that searches through its input,
+that retriever's `search` function, lent by the pipeline as `StageEnv.search`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, get_args
@@ -19,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from ragbench.executors import LOCAL, ExecutorSpec
 from ragbench.outputs import DerivedCorpus, Output, Rankings
-from ragbench.types import Query, TaskData
+from ragbench.types import Query, Ranking, TaskData
 
 if TYPE_CHECKING:
     from ragbench.cache import Cache
@@ -74,6 +76,8 @@ class Contract:
     consumes: type[Output] | None = None  # the output type it reads from its input stages (None: none)
     inputs: tuple[int, int] = (0, 0)  # how many input stages it takes, (min, max)
     narrows_input: bool = False  # reorders a subset of its input (a reranker): cannot ask for more than it gets
+    searches_input: bool = False  # runs queries of its own through its input, a first-stage retriever (multi_step)
+    regroups: bool = False  # ranks a corpus made from the one its input ranks (units of passages: maxp)
 
 
 @dataclass
@@ -85,6 +89,8 @@ class StageEnv:
     stage_id: str
     inputs: tuple[str, ...] = ()  # the ids of the stages it reads, in `inputs` order
     executor: ExecutorSpec = LOCAL  # where its heavy work runs (corpus encoding, exact search)
+    #: for a stage whose contract `searches_input`: its input retriever's search, indexed on first call
+    search: Callable[[list[Query]], dict[str, Ranking]] | None = None
 
 
 class Stage(ABC):

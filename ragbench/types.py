@@ -267,3 +267,26 @@ class Assessment:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Assessment:
         return cls(d["query_id"], d.get("grades", {}), d.get("outputs", {}))
+
+
+@dataclass(slots=True)
+class SearchTrace:
+    """One query's multi-step search: the ranking it accumulated and, per step, the queries the LLM wrote,
+    what each found and which documents were new (multi_step)."""
+
+    qid: str
+    docids: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    # {step, queries, found: [[doc ids] per query], new: [doc ids], prompt, output}
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ranking(self) -> Ranking:
+        return Ranking(self.qid, self.docids, self.scores)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query_id": self.qid, "docids": self.docids, "scores": self.scores, "steps": self.steps}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SearchTrace:
+        return cls(d["query_id"], d.get("docids", []), d.get("scores", []), d.get("steps", []))

@@ -267,8 +267,8 @@ def test_pipeline_ranks_units_and_scores_each_stage(smollm2_dir: Path, tmp_path:
     ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {id: b, type: bm25, corpus: u}\n"
      "  - {type: fusion, inputs: [a, b]}\n",
      "inputs a, b rank different corpora (the task corpus, u)"),
-    ("  - {id: u, type: long_units}\n  - {id: v, type: long_units, corpus: u}\n",
-     "a corpus stage is built from the task's corpus"),
+    ("  - {id: a, type: bm25}\n  - {id: v, type: long_units, corpus: a}\n",
+     "'a' is not an earlier corpus stage"),
     ("  - {id: u, type: long_units}\n  - {id: a, type: bm25}\n  - {type: bm25, input: a, corpus: u}\n",
      "corpus 'u' differs from the corpus its input ranks"),
 ])

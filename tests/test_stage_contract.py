@@ -37,6 +37,9 @@ FAST: dict[str, dict[str, Any]] = {
     "splade": {"top_k": 8},
     "llm_sparse": {"top_k": 8, "model": "{llm}"},
     "fusion": {"top_k": 8},
+    "maxp": {"top_k": 4},
+    "multi_step": {"steps": 1, "queries_per_step": 2, "docs_per_query": 2, "question_docs": 2, "max_new_tokens": 24,
+                   "top_k": 8, "llm": LLM},
     "listwise": {"top_k": 4, "window": 4, "stride": 2, "max_new_tokens": 24, "llm": LLM},
     "first": {"top_k": 4, "window": 4, "stride": 2, "llm": LLM},
     "icr": {"top_k": 4, "llm": LLM},
@@ -73,13 +76,18 @@ def _pipeline_for(type_name: str, models: dict[str, str] | None = None) -> dict[
     low, high = contract.inputs
     n = max(low, 1) if high else 0
     stages: list[dict[str, Any]] = []
-    if contract.consumes is not None and issubclass(Rankings, contract.consumes):
+    under_test: dict[str, Any] = {}
+    if contract.regroups:  # units made of the documents its input ranks
+        stages = [_stage("long_units", id="units"), _stage("bm25")]
+        under_test = {"corpus": "units"}
+    elif contract.consumes is not None and issubclass(Rankings, contract.consumes):
         stages = [_stage("bm25", id=f"bm25_{i}", k1=0.9 + 0.1 * i) for i in range(n)]
     elif contract.consumes is not None and issubclass(Answers, contract.consumes):
         stages = [_stage("bm25"), _stage("reader")]
     inputs = {"inputs": [s.get("id", s["type"]) for s in stages[-n:]]} if n else {}
     data = {"name": f"contract-{type_name}",
-            "stages": [*stages, _stage(type_name, id="under_test", **inputs, **REQUIRED.get(type_name, {}))]}
+            "stages": [*stages, _stage(type_name, id="under_test", **inputs, **under_test,
+                                       **REQUIRED.get(type_name, {}))]}
     text = json.dumps(data)
     for name, path in (models or {"llm": "a-model", "cross_encoder": "a-model"}).items():
         text = text.replace("{" + name + "}", path)

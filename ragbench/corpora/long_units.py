@@ -25,7 +25,13 @@ mentions
         One regular expression over all titles: fine for corpora of thousands of titles; for
         millions, give real links.
 
-In both, a document larger than K becomes an oversize unit on its own.
+articles
+        for passages of articles (`corpus:` a passages stage, disjoint windows): an article's consecutive
+        passages are packed into units of <= K tokens as in title; the units that hold a whole (short)
+        article are then merged by LongRAG's greedy merge along mentions between them, so a long
+        article is split into units of its own and short related articles share one.
+
+In all, a document larger than K becomes an oversize unit on its own.
 
 A document's size is the token count of `title + " " + text` (what a retriever indexes by
 default), so a unit's indexed contents stay near K. A unit's text is its members' texts in corpus
@@ -55,6 +61,7 @@ from pydantic import Field
 
 from ragbench import corpus_store
 from ragbench.cache import Cache, make_key
+from ragbench.corpora import distribution
 from ragbench.corpus_store import id_hashes
 from ragbench.errors import RagbenchError
 from ragbench.llm.loading import DEFAULT_MODEL, load_tokenizer
@@ -85,9 +92,10 @@ class LongUnitsOptions(StageOptions):
         4000, ge=1, description="K: the most tokens a unit may hold (single documents may exceed it)")
     tokenizer: str = Field(
         DEFAULT_MODEL, description="tokenizer that counts sizes: bundled name, local folder or Hub id")
-    group_by: Literal["auto", "links", "title", "mentions"] = Field(
+    group_by: Literal["auto", "links", "title", "mentions", "articles"] = Field(
         "auto", description="auto = links when any document has links, else title | "
-                            "mentions: link documents whose text mentions another's title")
+                            "mentions: link documents whose text mentions another's title | "
+                            "articles: an article's consecutive passages, whole short articles merged along mentions")
     links_field: str = Field("links", description="extra field listing linked documents (ids or titles)")
     separator: str = Field(" ", description="joins the members' texts")
 
@@ -172,6 +180,25 @@ def group_by_title(titles: Iterable[str], sizes: np.ndarray | Sequence[int], max
             units.append([i])
             title, total = t, n
     return units
+
+
+def group_articles(titles: list[str], sizes: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                   max_tokens: int) -> list[list[int]]:
+    """Passages of articles: each article's consecutive passages packed into units of <= max_tokens (title), then
+    the units that hold a whole article merged by LongRAG's greedy merge along the links `src -> dst` between
+    rows (mentions), so that short related articles share a unit and a long article's units stay its own."""
+    blocks = group_by_title(titles, sizes, max_tokens)
+    block_of = np.empty(len(titles), dtype=np.int64)
+    per_title: dict[str, int] = {}
+    for b, rows in enumerate(blocks):
+        block_of[rows] = b
+        per_title[titles[rows[0]]] = per_title.get(titles[rows[0]], 0) + 1
+    whole = np.array([bool(titles[rows[0]]) and per_title[titles[rows[0]]] == 1 for rows in blocks], dtype=bool)
+    a, b = block_of[np.asarray(src, dtype=np.int64)], block_of[np.asarray(dst, dtype=np.int64)]
+    keep = whole[a] & whole[b]
+    block_sizes = np.array([int(sizes[rows].sum()) for rows in blocks], dtype=np.int64)
+    merged = group_by_links(a[keep], b[keep], block_sizes, max_tokens)
+    return sorted(sorted(r for k in group for r in blocks[k]) for group in merged)
 
 
 class _FirstRow:
@@ -310,6 +337,8 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
             groups = group_by_links(src, dst, sizes, options.max_tokens)
         elif mode == "mentions":
             groups = group_by_links(*mention_links(corpus), sizes, options.max_tokens)
+        elif mode == "articles":
+            groups = group_articles(list(corpus.texts(("title",))), sizes, *mention_links(corpus), options.max_tokens)
         else:
             groups = group_by_title(corpus.texts(("title",)), sizes, options.max_tokens)
         width = max(6, len(str(len(groups) - 1)))
@@ -328,7 +357,8 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
                            "members": [d.id for d in member_docs], "tokens": tokens}
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         stats = UnitStats(mode, options.max_tokens, n, len(groups), sum(len(g) == 1 for g in groups),
-                          sum(t > options.max_tokens for t in unit_sizes), unresolved, _distribution(unit_sizes))
+                          sum(t > options.max_tokens for t in unit_sizes), unresolved,
+                          distribution(unit_sizes, percentiles=True))
         (tmp / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
 
     path = cache.artifact(key, build)
@@ -337,14 +367,6 @@ def build_units(corpus: Corpus, options: LongUnitsOptions, cache: Cache,
                            lambda tmp: convert_corpus(units, tmp))
     stats = UnitStats(**json.loads((path / "stats.json").read_text()))
     return UnitCorpus.open(store, key, source=str(path)), stats
-
-
-def _distribution(values: list[int]) -> dict[str, float]:
-    if not values:
-        return dict.fromkeys(("min", "p10", "median", "mean", "p90", "max"), 0.0)
-    a = np.asarray(values, dtype=np.float64)
-    return {"min": float(a.min()), "p10": float(np.percentile(a, 10)), "median": float(np.median(a)),
-            "mean": round(float(a.mean()), 1), "p90": float(np.percentile(a, 90)), "max": float(a.max())}
 
 
 class LongUnits(CorpusStage):
@@ -367,7 +389,7 @@ class LongUnits(CorpusStage):
         self.env.reporter.log(f"{self.env.stage_id}: {stats.summary()}")
         view = dataclasses.replace(task, corpus=units, qrels=map_qrels(task.qrels, units),
                                    fingerprint=make_key(task.fingerprint, units.fingerprint))
-        return DerivedCorpus(view, {**asdict(stats), "summary": stats.summary()}, built)
+        return DerivedCorpus(view, {**asdict(stats), "summary": stats.summary()}, built, members=units.members)
 
     def identity(self) -> dict[str, Any]:
         return {"tokenizer": self.options.tokenizer}

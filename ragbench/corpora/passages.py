@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 
 from ragbench import corpus_store
 from ragbench.cache import Cache, make_key
+from ragbench.corpora import distribution
 from ragbench.errors import RagbenchError
 from ragbench.llm.loading import DEFAULT_MODEL, load_tokenizer
 from ragbench.metrics.answers import gold_answers, has_answer, recall_text
@@ -182,21 +183,13 @@ def build_passages(corpus: Corpus, options: PassagesOptions, cache: Cache,
         np.save(tmp / "counts.npy", counts)
         sizes = np.frombuffer(lengths, dtype=np.int32) if len(lengths) else np.zeros(0, np.int32)
         stats = PassageStats(options.unit, options.size, options.step, len(corpus), int(counts.sum()),
-                             _distribution(sizes))
+                             distribution(sizes))
         (tmp / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
 
     built = not cache.artifact_path(key).exists()
     path = cache.artifact(key, build)
     stats = PassageStats(**json.loads((path / "stats.json").read_text()))
     return Corpus.open(path, key, source=str(path)), stats, np.load(path / "counts.npy"), built
-
-
-def _distribution(values: np.ndarray) -> dict[str, float]:
-    if not len(values):
-        return dict.fromkeys(("min", "median", "mean", "max"), 0.0)
-    a = values.astype(np.float64)
-    return {"min": float(a.min()), "median": float(np.median(a)), "mean": round(float(a.mean()), 1),
-            "max": float(a.max())}
 
 
 def map_qrels(task: TaskData, passages: Corpus, counts: np.ndarray, relevant: str = "document") -> Qrels:

@@ -10,7 +10,8 @@ validation, scoring and the run folder ask the type, never a name. Each type kno
 
 from ragbench.outputs.base import Output
 from ragbench.outputs.corpus import DerivedCorpus
-from ragbench.outputs.rankings import JudgedRankings, Rankings
+from ragbench.outputs.rankings import JudgedRankings, Rankings, SearchedRankings
 from ragbench.outputs.records import Answers, Judgements, Probes
 
-__all__ = ["Answers", "DerivedCorpus", "JudgedRankings", "Judgements", "Output", "Probes", "Rankings"]
+__all__ = ["Answers", "DerivedCorpus", "JudgedRankings", "Judgements", "Output", "Probes", "Rankings",
+           "SearchedRankings"]

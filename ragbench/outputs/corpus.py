@@ -25,14 +25,30 @@ class DocumentLevel:
                                   "(MaxP: a document at its best passage) against the task's qrels")
 
     qrels: Qrels  # the task's document qrels
-    document_of: Callable[[str], str]  # a piece's id -> its document's id
+    document_of: Callable[[str], str | list[str]]  # a piece's id -> its document's id (a unit's: its documents')
 
     def rank(self, ranking: Ranking) -> Ranking:
-        """The document ranking a piece ranking makes: each document once, at its first (best) piece."""
+        """The document ranking a piece ranking makes: each document once, at its first (best) piece (a unit
+        of several documents ranks them all at its score, in member order)."""
         seen: dict[str, float] = {}
         for pid, score in zip(ranking.docids, ranking.scores, strict=True):
-            seen.setdefault(self.document_of(pid), score)
+            docs = self.document_of(pid)
+            for doc in [docs] if isinstance(docs, str) else docs:
+                seen.setdefault(doc, score)
         return Ranking(ranking.qid, list(seen), list(seen.values()))
+
+    def through(self, members: Callable[[str], list[str]]) -> DocumentLevel:
+        """The same documents for a corpus derived from these pieces (units of consecutive passages):
+        a derived document's documents are its members'."""
+
+        def documents(uid: str) -> list[str]:
+            out: dict[str, None] = {}
+            for m in members(uid):
+                docs = self.document_of(m)
+                out.update(dict.fromkeys([docs] if isinstance(docs, str) else docs))
+            return list(out)
+
+        return DocumentLevel(self.qrels, documents)
 
 
 class DerivedCorpus(Output):
@@ -46,12 +62,13 @@ class DerivedCorpus(Output):
     section = "corpora"
 
     def __init__(self, view: TaskData, stats: dict[str, Any] | None = None, built: bool = True,
-                 documents: DocumentLevel | None = None):
+                 documents: DocumentLevel | None = None, members: Callable[[str], list[str]] | None = None):
         super().__init__({})
         self.view = view  # the task with the derived corpus and its qrels (fingerprint includes the derivation)
         self.stats = stats or {}
         self.built = built  # made by this run (False: read from the cache)
         self.documents = documents  # pieces of the task's documents (passages): rankings also scored over documents
+        self.members = members  # a derived document's documents in the corpus it was made from (units), if any
 
     def summary(self, task: TaskData) -> dict[str, Any]:
         return self.stats

@@ -8,7 +8,7 @@ from typing import Any
 from ragbench.cache import atomic_write_text
 from ragbench.outputs.base import Output, Produced, dump_json_records, jsonl, parse_json_records
 from ragbench.trec import dump_rankings, format_run, load_rankings
-from ragbench.types import Assessment, Qrels, Ranking, TaskData
+from ragbench.types import Assessment, Qrels, Ranking, SearchTrace, TaskData
 
 
 class Rankings(Output):
@@ -86,3 +86,52 @@ class JudgedRankings(Rankings):
                                            for q in task.queries if q.id in out.assessments])
         atomic_write_text(folder / "qrels.llm.tsv", "".join(
             f"{qid}\t0\t{d}\t{g}\n" for qid, row in out.qrels.items() for d, g in row.items()))
+
+
+class SearchedRankings(Rankings):
+    """Rankings accumulated over several searches (multi_step), with the trace of each query's steps.
+
+    Its records are the rankings; `traces` holds what the stage computed and the cache holds (the queries
+    the LLM wrote at each step, what they found, the prompts and replies): queries.generated.jsonl.
+    """
+
+    record = SearchTrace
+    section = "search"
+
+    def __init__(self, traces: dict[str, SearchTrace]):
+        super().__init__({qid: t.ranking for qid, t in traces.items()})
+        self.traces = traces
+
+    @property
+    def computed(self) -> dict[str, Any]:
+        return self.traces
+
+    @classmethod
+    def dump(cls, records: list[Any]) -> str:
+        return dump_json_records(records)
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, Any]:
+        return parse_json_records(SearchTrace, text)
+
+    def summary(self, task: TaskData) -> dict[str, Any]:
+        """Per step: queries written (mean per question), replies with no query, new documents (mean)."""
+        steps: dict[int, list[dict[str, Any]]] = {}
+        for t in self.traces.values():
+            for s in t.steps:
+                steps.setdefault(int(s["step"]), []).append(s)
+        return {"queries": len(self.traces), "steps": [
+            {"step": n, "queries_written": round(sum(len(s["queries"]) for s in rows) / len(rows), 3),
+             "no_query": sum(not s["queries"] for s in rows) if n else 0,
+             "new_documents": round(sum(len(s["new"]) for s in rows) / len(rows), 3)}
+            for n, rows in sorted(steps.items())]}
+
+    @classmethod
+    def write(cls, folder: Path, task: TaskData, produced: list[Produced], tag: str) -> None:
+        """queries.generated.jsonl: per question and step, the queries written, what each found, the reply."""
+        rows = []
+        for p in produced:
+            out: SearchedRankings = p.output
+            rows += [{"stage": p.stage_id, "query_id": q.id, **step} for q in task.queries if q.id in out.traces
+                     for step in out.traces[q.id].steps]
+        jsonl(folder / "queries.generated.jsonl", rows)
