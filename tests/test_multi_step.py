@@ -29,7 +29,7 @@ def test_queries_are_read_one_per_line_without_marks_headers_or_repeats() -> Non
                                               "first lady list"]  # the repeat (case aside) is skipped
     assert "first lady list" in asked and parse_queries("First lady list\nnew one", 3, asked) == ["new one"]
     assert parse_queries("a b c d e f", 1, set(), max_words=3) == ["a b c"]
-    assert parse_queries("", 3, set()) == []
+    assert parse_queries("", 3, set()) == [] and parse_queries("1. 1.\n2.\n1992-01-02", 3, set()) == []
 
 
 def test_a_step_adds_new_documents_by_best_score_then_query_order() -> None:
@@ -62,6 +62,7 @@ def test_every_generated_query_is_searched_through_the_named_retriever(tmp_path:
     result = CliRunner().invoke(main, ["run", str(path), "--task", "popqa-sample", "--limit", "2",
                                        "--out", str(tmp_path / "run")], env=env)
     assert result.exit_code == 0, result.output
+    assert "search: per question, step 0: 1.0 queries, 2.0 new documents; step 1:" in result.output
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "queries.generated.jsonl").read_text().splitlines()]
     task = load_task(load_task_card("popqa-sample")[0], limit=2)

@@ -36,6 +36,11 @@ def print_run(record: RunRecord, out: Console, seconds: float) -> None:
         out.print(line, highlight=False)
     for sid, stats in record.section("corpora").items():
         out.print(f"{sid}: {stats.get('summary', '')}", highlight=False)
+    for sid, r in record.section("search").items():
+        steps = "; ".join(f"step {s['step']}: {s['queries_written']:.1f} queries, {s['new_documents']:.1f} new "
+                          "documents" + (f", {s['no_query']} replies with no query" if s["no_query"] else "")
+                          for s in r["steps"])
+        out.print(f"{sid}: per question, {steps} (queries.generated.jsonl)", highlight=False)
     for sid, r in record.section("relevance").items():
         out.print(f"{sid}: {r['graded']} of {r['pairs']} (query, document) pairs graded, {r['unparsed']} unparseable "
                   f"(no label, not non-relevant); grades {r['grades']}; "

@@ -47,11 +47,12 @@ _LEAD = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):]|\[\d{1,2}\]|(?:search\s+
 
 def parse_queries(reply: str, k: int, asked: set[str], max_words: int | None = None) -> list[str]:
     """At most `k` queries from a reply, one per line: list marks, "Query 1:" and quotes stripped, cut to
-    `max_words`; headers (lines ending in ':') and queries in `asked` (lowercased, updated here) skipped."""
+    `max_words`; lines without a letter, headers (ending in ':') and queries in `asked` (lowercased, updated here)
+    skipped."""
     out: list[str] = []
     for line in reply.splitlines():
         q = " ".join(_LEAD.sub("", line).strip().strip("\"'`").split()[:max_words])
-        if not q or q.endswith(":") or q.lower() in asked:
+        if not any(c.isalpha() for c in q) or q.endswith(":") or q.lower() in asked:
             continue
         asked.add(q.lower())
         out.append(q)
@@ -94,6 +95,7 @@ class MultiStepOptions(LLMOptions):
 class MultiStep(UsesLLM, Stage):
     contract = Contract("retriever", SearchedRankings, consumes=Rankings, inputs=(1, 1), searches_input=True)
     Options = MultiStepOptions
+    version = "2"  # 2: a line without a letter is not a query
     options: MultiStepOptions
 
     def prepare(self, task: TaskData) -> None:
