@@ -68,7 +68,7 @@ def test_every_generated_query_is_searched_through_the_named_retriever(tmp_path:
     task = load_task(load_task_card("popqa-sample")[0], limit=2)
     qids = [q.id for q in task.queries]
     assert [(r["query_id"], r["step"]) for r in rows] == [(q, s) for q in qids for s in (0, 1, 2)]
-    assert [q for r in rows if r["step"] for q in r["queries"]], "SmolLM2 wrote no query at all"
+    assert [q for r in rows if r["step"] for q in r["queries"]], "the LLM wrote no query at all"
 
     pipeline, _ = parse_pipeline(LocatedYaml(json.loads(path.read_text()), {}, str(path)))
     assert pipeline is not None

@@ -54,12 +54,13 @@ def test_units_of_passages_rank_every_document_they_hold() -> None:
     assert (ranked.docids, ranked.scores) == (["a", "b", "c"], [0.5, 0.5, 0.4])  # a stays at its best unit
 
 
-def test_units_of_passages_run_over_popqa(tmp_path: Path) -> None:
+def test_units_of_passages_run_over_popqa(tmp_path: Path, smollm2_dir: Path) -> None:
     """passages -> units (articles) -> BM25 over passages -> maxp over units: each unit is consecutive passages of
     its articles, the unit ranking is the BM25 ranking regrouped, and metrics come at both levels."""
     data = {"name": "u", "stages": [
         {"id": "passages", "type": "passages", "size": 20},
-        {"id": "units", "type": "long_units", "corpus": "passages", "group_by": "articles", "max_tokens": 120},
+        {"id": "units", "type": "long_units", "corpus": "passages", "group_by": "articles", "max_tokens": 120,
+         "tokenizer": str(smollm2_dir)},
         {"id": "bm25", "type": "bm25", "corpus": "passages", "engine": "bm25s", "top_k": 200},
         {"id": "long", "type": "maxp", "input": "bm25", "corpus": "units", "top_k": 20}],
         "metrics": ["R@5", "R@20"]}
