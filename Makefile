@@ -84,6 +84,8 @@ reference: install
 	  --out $(REF)/frames/frames-longrag-units
 	for p in frames-closed-book frames-rag frames-multistep frames-longrag; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task frames --limit $(FRAMES_READER_LIMIT) --out $(REF)/frames/$$p || exit 1; done
+	$(BIN)/ragbench run pipelines/frames-multistep.yaml --task frames --limit $(FRAMES_READER_LIMIT) \
+	  --set search.show_found=false --set name=frames-multistep-question-only --out $(REF)/frames/frames-multistep-question-only
 	for p in popqa-rag popqa-rag-dense popqa-closed-book; do \
 	  $(BIN)/ragbench run pipelines/$$p.yaml --task popqa --limit $(READER_LIMIT) --out $(REF)/popqa/$$p || exit 1; done
 	$(BIN)/ragbench run pipelines/popqa-hard-negatives.yaml --task popqa $(HN_ARGS) $(HN_LLM) --out $(REF)/popqa/popqa-hard-negatives
