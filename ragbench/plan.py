@@ -66,7 +66,8 @@ class RunPlan:
     def folder(self) -> Path:
         if self.request.out:
             return Path(self.request.out)
-        return Path(self.request.results) / "runs" / self.task.name / f"{self.pipeline.name}-{self.config_hash}"
+        task = self.task.name.replace(":", "-").replace("/", "-")  # irds:beir/scifact/test: one folder
+        return Path(self.request.results) / "runs" / task / f"{self.pipeline.name}-{self.config_hash}"
 
 
 def plan(request: RunRequest, reporter: Reporter) -> RunPlan:

@@ -243,7 +243,7 @@ def to_latex(df: pd.DataFrame, caption: str = "ragbench leaderboard. Best per ta
     return "% ragbench leaderboard; needs \\usepackage{booktabs}\n" + body
 
 
-def _png(fig: Any) -> str:
+def png(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -315,13 +315,13 @@ def to_html(df: pd.DataFrame, entries: list[RunEntry], title: str = "ragbench le
         first = ' class="first"' if previous is not None and row["task"] != previous else ""
         previous = row["task"]
         rows.append(f"<tr{first}>{''.join(cells)}</tr>")
-    plots = [(f"{task}: R@k per pipeline", f"recall-{task}", _png(fig))
+    plots = [(f"{task}: R@k per pipeline", f"recall-{task}", png(fig))
              for task, fig in recall_figures(entries).items()]
     for e in sorted(entries, key=lambda e: (e.task, e.pipeline)):
         for sid, summary in e.experiments.items():
             for name, fig in figures(summary, title=e.pipeline).items():
                 caption = f"{e.task} / {e.pipeline} / {sid}: {name.replace('_', ' ')}"
-                plots.append((caption, f"{name}-{e.task}-{e.pipeline}", _png(fig)))
+                plots.append((caption, f"{name}-{e.task}-{e.pipeline}", png(fig)))
     figs = "".join(f'<figure class="plot" id="{html.escape(fid)}"><img alt="{html.escape(cap)}" src="{src}">'
                    f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, fid, src in plots)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")

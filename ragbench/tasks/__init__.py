@@ -1,7 +1,8 @@
 """Load a task (queries, qrels, corpus) from wherever its data is.
 
 Resolution order: `--data DIR`, then `$RAGBENCH_DATA/<task>`, then data embedded in the
-package, then the card's Hugging Face dataset names (the path for users who are online).
+package, then an ir_datasets id (`--task irds:<id>`), then the card's Hugging Face dataset names
+(the paths for users who are online).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def load_task(card: TaskCard, split: str | None = None, data_dir: str | Path | N
                 raise _missing_corpus(card, str(folder / "corpus.jsonl.gz"))
             corpus = beir.load_corpus(cpath, cache, reporter)
         source, qrels_source = str(folder), str(qfile)
+    elif card.irds is not None:
+        from ragbench.tasks import irds
+
+        queries, qrels, corpus = irds.load(card.irds, need_corpus, cache, reporter)
+        source = qrels_source = f"irds:{card.irds}"
     elif card.hf is not None:
         from ragbench.tasks import hf
 

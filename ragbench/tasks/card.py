@@ -62,6 +62,7 @@ class TaskCard(Strict):
         description="query fields results are broken down by "
                     "(s_pop -> popularity deciles; lists -> one group per value)")
     corpus_hint: str = Field("", description="how to get a corpus when none ships (printed when missing)")
+    irds: str | None = Field(None, description="an ir_datasets id: queries, qrels and corpus come from ir_datasets")
 
 
 def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
@@ -76,7 +77,15 @@ def parse_task_card(doc: LocatedYaml) -> tuple[TaskCard | None, list[Problem]]:
     return (None, problems) if problems else (card, [])
 
 
+IRDS = "irds:"
+
+
 def load_task_card(name_or_path: str | Path) -> tuple[TaskCard, Path]:
+    """A task card from the catalogue or a file; `irds:<id>` is the card of an ir_datasets collection."""
+    if str(name_or_path).startswith(IRDS):
+        irds_id = str(name_or_path)[len(IRDS):]
+        return TaskCard(name=str(name_or_path), irds=irds_id, description=f"ir_datasets: {irds_id}",
+                        homepage=f"https://ir-datasets.com/#{irds_id}"), Path(str(name_or_path))
     path = catalog.find(name_or_path, "task")
     card, problems = parse_task_card(load_yaml(path))
     if problems:

@@ -1,195 +1,16 @@
-"""Command-line interface: parse, call, print. Bad input exits 2 with one line per problem."""
+"""Commands that read run folders: `compare`, `check`, `leaderboard`, `correlate`, `judge-calibrate`."""
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ragbench.cli.common import err, friendly, main, out
 from ragbench.errors import RagbenchError
-
-# Piped or captured output (CI logs, files) gets room for wide tables instead of rich's 80 columns.
-_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-out = Console(width=_WIDTH)
-err = Console(stderr=True, width=_WIDTH)
-
-
-def _friendly(fn):
-    """Turn RagbenchError into exit code 2 and one line per problem; --debug shows tracebacks."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RagbenchError as e:
-            if os.environ.get("RAGBENCH_DEBUG"):
-                raise
-            for p in e.problems:
-                err.print(f"[red]error:[/] {p}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            err.print("interrupted: finished batches are cached; run the same command again to resume")
-            sys.exit(130)
-
-    return wrapper
-
-
-@click.group()
-@click.option("--debug", is_flag=True, help="Show full tracebacks.")
-@click.option("--catalog", "catalog_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder of your own pipelines and task cards (pipelines/ and tasks/ inside, or the YAML files), "
-                   "searched before $RAGBENCH_PATH and the shipped ones. Repeatable.")
-@click.version_option(package_name="ragbench")
-def main(debug: bool, catalog_dirs: tuple[str, ...]) -> None:
-    """Evaluate retrieval-augmented generation pipelines."""
-    from ragbench import catalog
-
-    if debug:
-        os.environ["RAGBENCH_DEBUG"] = "1"
-    catalog.add_user_folders(catalog_dirs)
-
-
-def _executor_options(fn):
-    """--executor, --workers, --ray-address: where heavy work runs, an execution setting (never in a cache key)."""
-    options = [
-        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
-                     help="Where heavy work runs: local (this process) or ray (corpus encoding on an actor pool); "
-                          "default: the pipeline's executor block, else local. Never changes results or cache keys."),
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="Ray workers per parallel step (default: the cluster's CPUs). Implies --executor ray."),
-        click.option("--ray-address", default=None, metavar="ADDR",
-                     help="Ray cluster to join (auto, or ray://host:10001); default: start a local one. "
-                          "Implies --executor ray."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-@main.command()
-@click.argument("pipeline_file")
-@click.option("--task", "task_name", default="popqa-sample", show_default=True, help="Task card name (tasks/) or path.")
-@click.option("--data", "data_dir", type=click.Path(),
-              help="Folder with the task's files (queries.jsonl, qrels.tsv, corpus.jsonl.gz).")
-@click.option("--split", default=None, help="Task split (default: the card's).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N queries.")
-@click.option("--out", "out_dir", type=click.Path(), default=None,
-              help="Run folder (default: results/runs/<task>/<pipeline>-<hash>).")
-@click.option("--results", "results_dir", type=click.Path(), default="results", show_default=True,
-              help="Where run folders go.")
-@click.option("--no-cache", is_flag=True, help="Recompute every stage (uses a throw-away cache).")
-@click.option("--cache-dir", type=click.Path(), default=None,
-              help="Cache location (default: $RAGBENCH_CACHE or ~/.cache/ragbench).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Queries per cached batch.")
-@click.option("--set", "overrides", multiple=True, metavar="STAGE.KEY=VALUE",
-              help="Override a pipeline field (value parsed as YAML), e.g. --set reader.top_k=10 or "
-                   "--set 'reader.llm={backend: openai_server, base_url: http://localhost:8000/v1, model: m}'. "
-                   "Repeatable.")
-@click.option("--until", "until", default=None, metavar="STAGE",
-              help="Run the stages up to and including STAGE only (e.g. retrieval without the reader).")
-@_executor_options
-@_friendly
-def run(pipeline_file, task_name, data_dir, split, limit, out_dir, results_dir, no_cache, cache_dir, batch_size,
-        overrides, until, executor, workers, ray_address) -> None:
-    """Run PIPELINE_FILE on a task and write a run folder."""
-    from ragbench.executors import from_options
-    from ragbench.plan import RunRequest
-    from ragbench.report.terminal import print_run
-    from ragbench.runner import run as run_pipeline
-
-    start = time.perf_counter()
-    request = RunRequest(pipeline_file, task_name, data_dir, split, limit, tuple(overrides), until, out_dir,
-                         results_dir, cache_dir, no_cache, batch_size, from_options(executor, workers, ray_address),
-                         tuple(sys.argv))
-    record = run_pipeline(request)
-    print_run(record, out, time.perf_counter() - start)
-
-
-@main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
-@_friendly
-def validate(files) -> None:
-    """Check pipeline or task-card YAML files; print every problem as FILE:LINE: path: message."""
-    from ragbench.config import validate_file
-
-    problems = []
-    for f in files:
-        try:
-            problems += validate_file(f)
-        except RagbenchError as e:
-            problems += e.problems
-    for p in problems:
-        click.echo(str(p))
-    if problems:
-        sys.exit(2)
-    click.echo(f"ok: {len(files)} file(s) valid")
-
-
-@main.command("list")
-@_friendly
-def list_cmd() -> None:
-    """Show components with their options, the task cards and the named pipelines, each with its folder."""
-    import yaml
-
-    from ragbench import catalog, registry
-    from ragbench.tasks.card import load_task_card
-
-    for name in registry.names():
-        cls = registry.get(name)
-        table = Table(title=f"type: {name}  ({cls.contract.kind})", title_justify="left", show_edge=False)
-        for col in ("option", "type", "default", "description"):
-            table.add_column(col, overflow="fold")
-        for fname, f in cls.Options.model_fields.items():
-            default = f.default_factory() if f.default_factory else f.default
-            if hasattr(default, "model_dump"):
-                default = default.model_dump()
-            shown = "(required)" if f.is_required() else repr(default)
-            table.add_row(fname, _type_name(f.annotation), shown, f.description or "")
-        out.print(table)
-        out.print()
-    tasks = Table(title="tasks", title_justify="left", show_edge=False)
-    for col in ("task", "splits", "metrics", "description", "folder"):
-        tasks.add_column(col, overflow="fold")
-    for path in catalog.files("task"):
-        card, _ = load_task_card(path)
-        tasks.add_row(card.name, ", ".join(card.splits), ", ".join(card.metrics), card.description, _folder(path))
-    out.print(tasks)
-    out.print()
-    pipelines = Table(title="pipelines", title_justify="left", show_edge=False)
-    for col in ("pipeline", "description", "folder"):
-        pipelines.add_column(col, overflow="fold")
-    for path in catalog.files("pipeline"):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
-            data = None  # `ragbench validate` says where; the listing still names the file
-        pipelines.add_row(path.stem, str(data.get("description", "")) if isinstance(data, dict) else "", _folder(path))
-    out.print(pipelines)
-
-
-def _folder(path: Path) -> str:
-    """A catalogue file's folder, relative to the working directory when inside it."""
-    try:
-        return str(path.parent.resolve().relative_to(Path.cwd().resolve())) or "."
-    except ValueError:
-        return str(path.parent)
-
-
-def _type_name(annotation) -> str:
-    """Literal['a', 'b'] -> 'a | b'; plain classes by name."""
-    import typing
-
-    if typing.get_origin(annotation) is typing.Literal:
-        return " | ".join(map(str, typing.get_args(annotation)))
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 @main.command()
@@ -199,7 +20,7 @@ def _type_name(annotation) -> str:
 @click.option("-y", "--answer", "ys", multiple=True, required=True,
               help="Answer-quality metric, e.g. popqa_acc, judge_acc. Repeatable.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_friendly
+@friendly
 def correlate(runs, xs, ys, fmt) -> None:
     """Kendall tau-b and Spearman rho between retrieval and answer metrics of RUNS, over queries and over runs."""
     import json as _json
@@ -229,7 +50,7 @@ def correlate(runs, xs, ys, fmt) -> None:
               help="Randomization test resamples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_friendly
+@friendly
 def compare(runs, metrics, resamples, seed, fmt) -> None:
     """Per-metric deltas of RUNS against the first, with paired t and randomization tests over queries."""
     import json as _json
@@ -258,7 +79,7 @@ def compare(runs, metrics, resamples, seed, fmt) -> None:
 @click.option("--thresholds", "thresholds_file", type=click.Path(), default=None,
               help="YAML of per-metric rules (min, max_drop, significant).")
 @click.option("--junit", "junit_file", type=click.Path(), default=None, help="Also write the result as JUnit XML.")
-@_friendly
+@friendly
 def check(run, baseline, thresholds_file, junit_file) -> None:
     """CI gate: exit 0 if RUN meets every rule against the baseline, 1 on a quality regression, 2 on bad input."""
     from ragbench.report.check import check as run_check
@@ -296,7 +117,7 @@ def check(run, baseline, thresholds_file, junit_file) -> None:
               help="Metric column (repeatable; default: every metric the runs have).")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
 @click.option("--by", metavar="FIELD", help="One row per value of a breakdown field (a card's group_by).")
-@_friendly
+@friendly
 def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks, by) -> None:
     """One row per (pipeline, task) from the run folders under RESULTS_DIR, as md, csv, json, latex or html."""
     from ragbench.report import leaderboard as lb
@@ -332,7 +153,7 @@ def leaderboard(results_dir, fmt, output, pick, sort, metrics, tasks, by) -> Non
               help="Field of LABELS_FILE with the binary human label.")
 @click.option("--id-field", default="query_id", show_default=True, help="Field of LABELS_FILE that names the query.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@_friendly
+@friendly
 def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_field, fmt) -> None:
     """F1-AUC, Spearman and Kendall of judge scores against binary human labels (LABELS_FILE, JSON lines)."""
     import json as _json
@@ -367,34 +188,3 @@ def judge_calibrate(labels_file, run_dir, metric, score_field, label_field, id_f
     out.print(f"{result['n']} labelled scores ({result['positives']} positive, {unmatched} labels without a score)")
     for k in ("f1_auc", "f1_mean", "spearman", "kendall_tau_b"):
         out.print(f"{k:>14}: {'-' if result[k] is None else format(result[k], '.4f')}")
-
-
-@main.group()
-def cache() -> None:
-    """Inspect or clear the stage cache."""
-
-
-@cache.command("clear")
-@click.option("--cache-dir", type=click.Path(), default=None)
-@_friendly
-def cache_clear(cache_dir) -> None:
-    from ragbench.cache import Cache
-
-    c = Cache(cache_dir)
-    files, size = c.size()
-    c.clear()
-    click.echo(f"removed {files} files ({size / 1e6:.1f} MB) from {c.root}")
-
-
-@cache.command("info")
-@click.option("--cache-dir", type=click.Path(), default=None)
-def cache_info(cache_dir) -> None:
-    from ragbench.cache import Cache
-
-    c = Cache(cache_dir)
-    files, size = c.size()
-    click.echo(f"{c.root}: {files} files, {size / 1e6:.1f} MB")
-
-
-if __name__ == "__main__":
-    main()

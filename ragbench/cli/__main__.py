@@ -1,0 +1,3 @@
+from ragbench.cli import main
+
+main()
