@@ -11,8 +11,6 @@ from click.testing import CliRunner
 
 from ragbench.cli import main
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -61,11 +59,8 @@ def test_show_lists_the_worst_queries_and_one_querys_ranking(runs: tuple[Path, P
     assert bad.exit_code == 2 and "--worst" in bad.output and "nDCG@10" in bad.output
 
 
-def test_report_page_lists_every_query_opens_documents_and_sorts(runs: tuple[Path, Path], tmp_path: Path) -> None:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_report_page_lists_every_query_opens_documents_and_sorts(runs: tuple[Path, Path], tmp_path: Path,
+                                                                 chrome) -> None:
     from selenium.webdriver.common.by import By
 
     run, other = runs
@@ -75,34 +70,26 @@ def test_report_page_lists_every_query_opens_documents_and_sorts(runs: tuple[Pat
     assert "http://" not in page.read_text() and "https://" not in page.read_text()  # standalone
     per_query = {json.loads(x)["query_id"]: json.loads(x) for x in (run / "per_query.jsonl").read_text().splitlines()}
     qrels, ranked = _qrels_and_run(run)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        driver.get(page.as_uri())
-        rows = driver.find_elements(By.CSS_SELECTOR, "#queries tr.q")
-        assert sorted(r.get_attribute("data-qid") for r in rows) == sorted(per_query)  # every query listed
-        qid = rows[0].get_attribute("data-qid")
-        detail = driver.find_element(By.CSS_SELECTOR, f'tr.detail[data-for="{qid}"]')
-        assert not detail.is_displayed()
-        rows[0].click()
-        assert detail.is_displayed()
-        docs = detail.find_elements(By.CSS_SELECTOR, "li[data-docid]")
-        assert [d.get_attribute("data-docid") for d in docs] == ranked[qid][:10]
-        marked = {d.get_attribute("data-docid") for d in docs if d.get_attribute("data-relevant") == "1"}
-        assert marked == qrels[qid] & set(ranked[qid][:10]) and marked
-        assert all(d.is_displayed() for d in docs)
-        driver.find_element(By.CSS_SELECTOR, 'th[data-col="nDCG@10"]').click()  # ascending
-        order = [r.get_attribute("data-qid") for r in driver.find_elements(By.CSS_SELECTOR, "#queries tr.q")]
-        values = [per_query[q]["nDCG@10"] for q in order]
-        assert values == sorted(values)
-        driver.find_element(By.CSS_SELECTOR, 'th[data-col="delta:nDCG@10"]').click()
-        cells = driver.find_elements(By.CSS_SELECTOR, '#queries tr.q td[data-col="delta:nDCG@10"]')
-        deltas = [float(c.get_attribute("data-value")) for c in cells]
-        assert deltas == sorted(deltas)
-        assert driver.find_elements(By.CSS_SELECTOR, ".plots img")  # R@k and the histograms
-    finally:
-        driver.quit()
+    driver = chrome
+    driver.get(page.as_uri())
+    rows = driver.find_elements(By.CSS_SELECTOR, "#queries tr.q")
+    assert sorted(r.get_attribute("data-qid") for r in rows) == sorted(per_query)  # every query listed
+    qid = rows[0].get_attribute("data-qid")
+    detail = driver.find_element(By.CSS_SELECTOR, f'tr.detail[data-for="{qid}"]')
+    assert not detail.is_displayed()
+    rows[0].click()
+    assert detail.is_displayed()
+    docs = detail.find_elements(By.CSS_SELECTOR, "li[data-docid]")
+    assert [d.get_attribute("data-docid") for d in docs] == ranked[qid][:10]
+    marked = {d.get_attribute("data-docid") for d in docs if d.get_attribute("data-relevant") == "1"}
+    assert marked == qrels[qid] & set(ranked[qid][:10]) and marked
+    assert all(d.is_displayed() for d in docs)
+    driver.find_element(By.CSS_SELECTOR, 'th[data-col="nDCG@10"]').click()  # ascending
+    order = [r.get_attribute("data-qid") for r in driver.find_elements(By.CSS_SELECTOR, "#queries tr.q")]
+    values = [per_query[q]["nDCG@10"] for q in order]
+    assert values == sorted(values)
+    driver.find_element(By.CSS_SELECTOR, 'th[data-col="delta:nDCG@10"]').click()
+    cells = driver.find_elements(By.CSS_SELECTOR, '#queries tr.q td[data-col="delta:nDCG@10"]')
+    deltas = [float(c.get_attribute("data-value")) for c in cells]
+    assert deltas == sorted(deltas)
+    assert driver.find_elements(By.CSS_SELECTOR, ".plots img")  # R@k and the histograms
