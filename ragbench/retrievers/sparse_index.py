@@ -14,6 +14,7 @@ Engines (`engine:`):
   Query batches are sized so that no batch materialises more than ~16M scores, documents are
   split in blocks of 2**20, and each query keeps a running top-k (argpartition) across blocks;
   no dense N x Q matrix is ever built.
+- seismic: Seismic's approximate index (seismic_index.py), built from the same matrix.
 - lucene: an Anserini impact index (JsonVectorCollection, `-impact -pretokenized`, the term
   strings of the vocabulary as tokens) searched with SimpleImpactSearcher. Impacts are
   integers, so float weights are quantised as round(100 * w) on both sides (scores are divided
@@ -35,11 +36,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 from scipy import sparse
 
 from ragbench.cache import make_key
 from ragbench.retrievers.base import Retriever
+from ragbench.retrievers.seismic_index import SeismicOptions, SeismicSparseIndex
 from ragbench.retrievers.sparse_encoding import DocumentEncoder, Encoded, encode_corpus
 from ragbench.stage import EXECUTION, StageOptions
 from ragbench.types import Corpus, Query, Ranking, TaskData
@@ -203,14 +205,33 @@ def lucene_terms(tokens: list[str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- the stage base
 class SparseOptions(StageOptions):
-    engine: Literal["scipy", "lucene"] = Field(
-        "scipy", description="scipy (in-process sparse product) | lucene (Anserini impact index via pyserini)")
+    engine: Literal["scipy", "lucene", "seismic"] = Field(
+        "scipy", description="scipy (exact, in-process sparse product) | lucene (Anserini impact index via "
+                             "pyserini) | seismic (approximate, pyseismic-lsr)")
+    seismic: SeismicOptions | None = Field(None, description="engine seismic: its index and search knobs "
+                                                             "(default: the authors' near-exact setting)")
     fields: tuple[Literal["title", "text"], ...] = Field(
         ("title", "text"), min_length=1, description="document fields encoded, joined by a space")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
     batch_size: int = Field(32, ge=1, json_schema_extra=EXECUTION, description="texts per encoder forward pass")
     device: str = Field("cpu", json_schema_extra=EXECUTION, description="torch device for the encoder")
-    threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (lucene)")
+    threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (lucene, seismic)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seismic_defaults(cls, data: Any) -> Any:
+        """engine: seismic without a `seismic:` block gets the default knobs, spelt out so they are in the key."""
+        if isinstance(data, dict) and data.get("engine") == "seismic" and data.get("seismic") is None:
+            return {**data, "seismic": {}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _no_empty_seismic(self, handler: Any) -> dict[str, Any]:
+        """Other engines leave `seismic` out: their cache keys stay what they were before it existed."""
+        out = handler(self)
+        if out.get("seismic") is None:
+            out.pop("seismic", None)
+        return out
 
 
 class SparseRetriever(Retriever):
@@ -260,13 +281,16 @@ class SparseRetriever(Retriever):
         dense = self.vectors_dir / "dense.npy"
         self.doc_dense = np.load(dense, mmap_mode="r") if dense.exists() else None
         if o.engine == "lucene":
-            self.engine: ScipySparseIndex | LuceneImpactIndex = LuceneImpactIndex(
+            self.engine: ScipySparseIndex | LuceneImpactIndex | SeismicSparseIndex = LuceneImpactIndex(
                 self, self.vectors_dir, task.corpus, lucene_terms(vocab), o.threads)
+        elif o.engine == "seismic":
+            assert o.seismic is not None
+            self.engine = SeismicSparseIndex(self, self.vectors_dir, task.corpus, o.seismic, o.threads)
         else:
             self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"))
 
     def sparse_search(self, queries: list[Query], q_sparse: sparse.csr_matrix, k: int) -> dict[str, Ranking]:
-        if isinstance(self.engine, LuceneImpactIndex):
+        if isinstance(self.engine, LuceneImpactIndex | SeismicSparseIndex):
             hits = self.engine.search(q_sparse, [q.id for q in queries], k)
             return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
         found = self.engine.search(q_sparse, k)
@@ -287,6 +311,8 @@ class SparseRetriever(Retriever):
             from ragbench._java import java_version
 
             ident.update({"pyserini": version("pyserini"), "java": java_version()})
+        elif self.options.engine == "seismic":
+            ident["pyseismic-lsr"] = version("pyseismic-lsr")
         else:
             ident["scipy"] = version("scipy")
         return ident
