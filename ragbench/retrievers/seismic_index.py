@@ -8,8 +8,8 @@ block whose summary's dot product cannot beat the heap's minimum divided by `hea
 approximate; the bench reports its recall against the exact engine.
 
 The index is built from the same cached document matrix as the other engines (switching engines never
-re-encodes) and saved as a cache artifact keyed by the vectors and the build options. Components are term ids
-written as strings (Seismic's component strings have a fixed width; vocabulary strings may not fit it).
+re-encodes), written in Seismic's inner binary format (term ids as integer components) for its raw index, and
+saved as a cache artifact keyed by the vectors and the build options. A batch of queries is written the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -30,8 +31,6 @@ from ragbench.cache import make_key
 from ragbench.errors import RagbenchError
 from ragbench.stage import StageOptions
 from ragbench.types import Corpus
-
-_BATCH = 4096  # documents fetched per id lookup while filling the dataset
 
 
 class SeismicOptions(StageOptions):
@@ -69,52 +68,56 @@ def _seismic() -> Any:
     return seismic
 
 
+def write_inner(matrix: sparse.csr_matrix, path: Path) -> None:
+    """Rows in Seismic's inner binary format: u32 row count, then per row u32 length, u32 components, f32 values."""
+    m = matrix.tocsr()
+    m.sort_indices()
+    n, nnz = m.shape[0], np.diff(m.indptr)
+    buf = np.empty(1 + n + 2 * int(m.indptr[-1]), dtype=np.uint32)
+    buf[0] = n
+    starts = 1 + np.arange(n) + 2 * m.indptr[:-1]  # where each row's length goes
+    buf[starts] = nnz
+    row = np.repeat(np.arange(n), nnz)
+    local = np.arange(int(m.indptr[-1])) - m.indptr[:-1][row]
+    buf[starts[row] + 1 + local] = m.indices.astype(np.uint32)
+    buf[starts[row] + 1 + nnz[row] + local] = m.data.astype(np.float32).view(np.uint32)
+    buf.tofile(path)
+
+
 class SeismicSparseIndex:
-    """A Seismic index over the cached document vectors, searched in batches."""
+    """A Seismic index over the cached document vectors (its raw variant: integer components, binary input),
+    searched in batches; a hit's row maps to the corpus id."""
 
     def __init__(self, stage: Any, vectors_dir: Path, corpus: Corpus, options: SeismicOptions, threads: int):
         seismic = _seismic()
-        self.options, self.threads, self.kind = options, threads, seismic.get_seismic_string()
+        self.options, self.threads, self.corpus = options, threads, corpus
         build_opts = options.model_dump(exclude={"query_cut", "heap_factor", "sorted"})
-        key = make_key("seismic-index", vectors_dir.name, build_opts, version("pyseismic-lsr"))
+        key = make_key("seismic-raw-index", vectors_dir.name, build_opts, version("pyseismic-lsr"))
 
         def build(tmp: Path) -> None:
-            matrix = sparse.load_npz(vectors_dir / "docs.npz").tocsr()
-            dataset = seismic.SeismicDataset()
-            for start in range(0, matrix.shape[0], _BATCH):
-                rows = list(range(start, min(start + _BATCH, matrix.shape[0])))
-                for i, doc_id in zip(rows, corpus.id_at(rows), strict=True):
-                    lo, hi = matrix.indptr[i], matrix.indptr[i + 1]
-                    if hi > lo:  # Seismic cannot hold an empty vector; such a document never scores anyway
-                        dataset.add_document(doc_id, self._components(matrix.indices[lo:hi]),
-                                             matrix.data[lo:hi].astype(np.float32))
-            with _stdout_to_stderr():  # the Rust builder prints its progress on stdout
-                index = seismic.SeismicIndex.build_from_dataset(dataset, **build_opts, num_threads=max(1, threads))
-                index.save(str(tmp / "index"))
+            with tempfile.TemporaryDirectory(prefix="ragbench-seismic-", dir=tmp.parent) as work:
+                write_inner(sparse.load_npz(vectors_dir / "docs.npz"), Path(work) / "docs.bin")
+                with _stdout_to_stderr():  # the Rust builder prints its progress on stdout
+                    index = seismic.SeismicIndexRaw.build(str(Path(work) / "docs.bin"), **build_opts)
+                    index.save(str(tmp / "index"))
 
         path = stage.artifact_dir(key, build)
-        self.index = seismic.SeismicIndex.load(str(path / "index.index.seismic"))
-
-    def _components(self, term_ids: np.ndarray) -> np.ndarray:
-        return np.array([str(t) for t in term_ids], dtype=self.kind)
+        self.index = seismic.SeismicIndexRaw.load(str(path / "index"))  # the raw index saves under the name given
 
     def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> dict[str, list[tuple[str, float]]]:
         queries = queries.tocsr()
         out: dict[str, list[tuple[str, float]]] = {qid: [] for qid in qids}
-        ids, comps, values = [], [], []
-        for i, qid in enumerate(qids):
-            lo, hi = queries.indptr[i], queries.indptr[i + 1]
-            if hi > lo:
-                ids.append(qid)
-                comps.append(self._components(queries.indices[lo:hi]))
-                values.append(queries.data[lo:hi].astype(np.float32))
-        if ids:
-            o = self.options
-            results = self.index.batch_search(np.array(ids, dtype=self.kind), comps, values, k=int(k),
-                                              query_cut=o.query_cut,
-                                              heap_factor=o.heap_factor, sorted=o.sorted,
+        keep = [i for i in range(len(qids)) if queries.indptr[i + 1] > queries.indptr[i]]  # an empty query finds none
+        if not keep:
+            return out
+        o = self.options
+        with tempfile.TemporaryDirectory(prefix="ragbench-seismic-q-") as work:
+            write_inner(queries[keep], Path(work) / "queries.bin")
+            results = self.index.batch_search(str(Path(work) / "queries.bin"), k=int(k), query_cut=o.query_cut,
+                                              heap_factor=o.heap_factor, n_knn=0, sorted=o.sorted,
                                               num_threads=max(1, self.threads))
-            for hits in results:  # each hit names its query: the batch's result lists are not in input order
-                for qid, score, doc in hits:
-                    out[qid].append((doc, float(score)))
+        rows = [int(r) for hits in results for _, r in hits]
+        ids = iter(self.corpus.id_at(rows))  # one lookup per batch
+        for i, hits in zip(keep, results, strict=True):
+            out[qids[i]] = [(next(ids), float(score)) for score, _ in hits]
         return out
