@@ -82,7 +82,6 @@ def experiment(pipelines: Sequence[str | Path], tasks: Sequence[str | Path], *,
     spec = sweep.ExperimentSpec(name=name, pipelines=[str(p) for p in pipelines], tasks=[str(t) for t in tasks],
                                 grid={k: list(v) for k, v in (grid or {}).items()}, baseline=baseline,
                                 metrics=list(metrics), correction=correction, test=test, split=split, limit=limit)
-    combos = sweep.run_experiment(spec, Path(results), cache_dir, Reporter(quiet=quiet))
-    base = sweep.baseline_of(spec, sweep.variants(spec))
-    rows = build(sweep.done_runs(combos), base.name, list(spec.metrics), spec.test, spec.correction)
+    done = sweep.run_experiment(spec, Path(results), cache_dir, Reporter(quiet=quiet))
+    rows = build(done.done(), done.baseline.name, list(spec.metrics), spec.test, spec.correction)
     return frame(rows)

@@ -133,15 +133,31 @@ def plan_combinations(spec: ExperimentSpec, found: list[Variant], results: Path)
     return [Combination(v, task, root / Path(task).stem / v.slug) for task in spec.tasks for v in found]
 
 
+@dataclass
+class ExperimentRun:
+    """What running an experiment gives: every combination with its status, and the baseline variant."""
+
+    combos: list[Combination]
+    baseline: Variant
+
+    def done(self) -> dict[str, list[tuple[Variant, Path]]]:
+        """The finished combinations' run folders, by task."""
+        runs: dict[str, list[tuple[Variant, Path]]] = {}
+        for c in self.combos:
+            if c.status == "done":
+                runs.setdefault(c.task, []).append((c.variant, c.folder))
+        return runs
+
+
 def run_experiment(spec: ExperimentSpec, results: Path, cache_dir: str | Path | None = None,
-                   reporter: Reporter | None = None, argv: tuple[str, ...] = ()) -> list[Combination]:
+                   reporter: Reporter | None = None, argv: tuple[str, ...] = ()) -> ExperimentRun:
     """Run every combination into its run folder (one cache for all); a failure is recorded, not raised."""
     from ragbench.plan import RunRequest
     from ragbench.runner import run
 
     reporter = reporter or Reporter()
     found = variants(spec)
-    baseline_of(spec, found)  # a bad baseline fails before anything runs
+    baseline = baseline_of(spec, found)  # a bad baseline fails before anything runs
     combos = plan_combinations(spec, found, results)
     for i, c in enumerate(combos, start=1):
         c.status = "running"
@@ -155,13 +171,4 @@ def run_experiment(spec: ExperimentSpec, results: Path, cache_dir: str | Path | 
         except (RagbenchError, RuntimeError, ValueError, OSError) as e:
             c.status, c.error = "failed", str(e).splitlines()[0] if str(e) else type(e).__name__
             reporter.warn(f"experiment {spec.name}: {c.variant.name} on {c.task} failed: {c.error}")
-    return combos
-
-
-def done_runs(combos: list[Combination]) -> dict[str, list[tuple[Variant, Path]]]:
-    """The finished combinations' run folders, by task."""
-    runs: dict[str, list[tuple[Variant, Path]]] = {}
-    for c in combos:
-        if c.status == "done":
-            runs.setdefault(c.task, []).append((c.variant, c.folder))
-    return runs
+    return ExperimentRun(combos, baseline)

@@ -43,10 +43,9 @@ def experiment(sources, tasks, grid, baseline, correction, test, metrics, split,
     from ragbench.report.experiment import build, render
 
     spec = _spec(sources, tasks, grid, baseline, correction, test, metrics, split, limit, name)
-    combos = ex.run_experiment(spec, Path(results_dir), cache_dir, argv=tuple(sys.argv))
-    found = ex.variants(spec)
-    base = ex.baseline_of(spec, found)
-    rows = build(ex.done_runs(combos), base.name, list(spec.metrics), spec.test, spec.correction)
+    done = ex.run_experiment(spec, Path(results_dir), cache_dir, argv=tuple(sys.argv))
+    combos = done.combos
+    rows = build(done.done(), done.baseline.name, list(spec.metrics), spec.test, spec.correction)
     fmt = fmt or (SUFFIX.get(Path(output).suffix, "md") if output else "table")
     if fmt == "table":
         _print(rows, spec.correction, spec.test)

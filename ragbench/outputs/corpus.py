@@ -32,8 +32,7 @@ class DocumentLevel:
         of several documents ranks them all at its score, in member order)."""
         seen: dict[str, float] = {}
         for pid, score in zip(ranking.docids, ranking.scores, strict=True):
-            docs = self.document_of(pid)
-            for doc in [docs] if isinstance(docs, str) else docs:
+            for doc in self.documents(pid):
                 seen.setdefault(doc, score)
         return Ranking(ranking.qid, list(seen), list(seen.values()))
 
@@ -42,13 +41,14 @@ class DocumentLevel:
         a derived document's documents are its members'."""
 
         def documents(uid: str) -> list[str]:
-            out: dict[str, None] = {}
-            for m in members(uid):
-                docs = self.document_of(m)
-                out.update(dict.fromkeys([docs] if isinstance(docs, str) else docs))
-            return list(out)
+            return list(dict.fromkeys(d for m in members(uid) for d in self.documents(m)))
 
         return DocumentLevel(self.qrels, documents)
+
+    def documents(self, piece: str) -> list[str]:
+        """The documents one piece stands for: a passage's one, a unit's several."""
+        docs = self.document_of(piece)
+        return [docs] if isinstance(docs, str) else docs
 
 
 class DerivedCorpus(Output):

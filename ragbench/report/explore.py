@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragbench.corpora.passages import document_of
 from ragbench.record import RunRecord
 from ragbench.trec import parse_run
 from ragbench.types import Corpus, TaskData
@@ -77,13 +78,13 @@ def _word_stride(record: RunRecord) -> int | None:
 def _doc(corpus: Corpus | None, qrels: dict[str, int], docid: str, score: float, stride: int | None) -> DocView:
     """A ranked document with its grade, title and first words; a passage (doc#n) through its document, its words
     from n x stride when the passages were cut in words."""
-    base = docid if corpus is None or docid in corpus or "#" not in docid else docid.rsplit("#", 1)[0]
+    base = docid if corpus is None or docid in corpus else document_of(docid)
     grade = qrels.get(docid, qrels.get(base))
     if corpus is None or base not in corpus:
         return DocView(docid, score, grade)
     d = corpus[base]
-    start = int(docid.rsplit("#", 1)[1]) * stride if base != docid and stride and docid.rsplit("#", 1)[1].isdigit() \
-        else 0
+    n = docid[len(base) + 1:]  # the passage number, for a passage id
+    start = int(n) * stride if base != docid and stride and n.isdigit() else 0
     return DocView(docid, score, grade, d.title, " ".join(d.text.split()[start:start + SNIPPET_WORDS]))
 
 
