@@ -67,15 +67,30 @@ def ray_session(spec: ExecutorSpec) -> Any:
     except ImportError:
         raise RagbenchError.at("executor", "--executor ray needs Ray: pip install 'ragbench[ray]'") from None
     if not ray.is_initialized():
-        # Ray's driver would install its own SIGSEGV handler over the JVM's (Lucene runs in this process), and the
-        # JVM uses SIGSEGV for null checks: seen as an intermittent crash in a Lucene ForkJoinPool thread
-        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+        _keep_the_jvms_signal_handler()
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
         if spec.address:
             ray.init(address=spec.address, **quiet)
         else:
             ray.init(num_cpus=spec.workers, include_dashboard=False, **quiet)
     return ray
+
+
+def _keep_the_jvms_signal_handler() -> None:
+    """Stop Ray's driver from installing its SIGSEGV handler over the JVM's (Lucene runs in this process).
+
+    The JVM raises SIGSEGV on purpose (safepoint polls, implicit null checks) and handles it; Ray's absl failure
+    handler takes it for a crash and kills the process, at random, whenever Lucene runs after `ray.init` (seen as
+    a bare "Segmentation fault" in CI). Ray reads RAY_DISABLE_FAILURE_SIGNAL_HANDLER once, when `ray` is first
+    imported, so the flag is also set on the module it was read into; the environment carries it to the local
+    cluster's workers.
+    """
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a Ray that moved its constants reads the environment variable set above
+        return
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
 
 
 class PartWorker(Protocol):

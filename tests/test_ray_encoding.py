@@ -33,7 +33,7 @@ from click.testing import CliRunner
 from ragbench import cli
 from ragbench.cache import Cache
 from ragbench.config import load_pipeline, validate_file
-from ragbench.executors import ExecutorSpec, from_options
+from ragbench.executors import ExecutorSpec, from_options, ray_session
 from ragbench.progress import Reporter
 from ragbench.retrievers.dense import Dense, DenseOptions
 from ragbench.stage import StageEnv
@@ -203,7 +203,7 @@ def test_chunked_dense_and_splade_on_ray_write_the_local_artifacts(popqa: TaskDa
     monkeypatch.setattr(Splade, "chunk_docs", 32)
     stages = {"dense": lambda env: Dense(DenseOptions(batch_size=16, checkpoint_every=2, chunking={"size": 48}), env),
               "splade": lambda env: Splade(SpladeOptions(batch_size=8), env)}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_session(ExecutorSpec(kind="ray", workers=2))  # as ragbench starts it: the JVM keeps its signal handler
     try:
         for name, make in stages.items():
             built = {}
@@ -223,7 +223,7 @@ def test_chunked_dense_and_splade_on_ray_write_the_local_artifacts(popqa: TaskDa
 def test_a_killed_worker_loses_only_the_part_it_was_encoding(popqa: TaskData, local_vectors, tmp_path):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_session(ExecutorSpec(kind="ray", workers=2))  # as ragbench starts it: the JVM keeps its signal handler
     try:
         cache = Cache(tmp_path / "cache")
         stage = Dense(DenseOptions(**SMALL_PARTS),

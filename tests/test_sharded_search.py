@@ -7,6 +7,10 @@ planted across every block and shard boundary; the reference is the full score m
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,16 +130,46 @@ def test_a_missing_matrix_file_is_one_line() -> None:
 RAY = ExecutorSpec(kind="ray", workers=2)
 
 
+class _Sigaction(ctypes.Structure):
+    """glibc's `struct sigaction` on Linux (x86-64 and aarch64)."""
+
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]
+
+
+def segv_handler() -> int | None:
+    """The address of this process's SIGSEGV handler (None for the default), read with sigaction(2)."""
+    action = _Sigaction()
+    assert ctypes.CDLL(None, use_errno=True).sigaction(signal.SIGSEGV, None, ctypes.byref(action)) == 0
+    return action.handler
+
+
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[object]:
+def ray_cluster() -> Iterator[tuple[object, int | None, int | None]]:
+    """A local Ray cluster of 2 CPUs started as ragbench starts it, with the SIGSEGV handler before and after."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ragbench[ray]')")
     from ragbench.executors import ray_session
 
     started = not ray.is_initialized()
-    ray_session(RAY)  # a local cluster of 2 CPUs
-    yield ray
+    with contextlib.suppress(Exception):  # Lucene's JVM, when installed, runs in the process as in a pipeline
+        from ragbench._java import start_jvm
+
+        start_jvm()
+    before = segv_handler()
+    ray_session(RAY)
+    yield ray, before, segv_handler()
     if started:
         ray.shutdown()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's struct sigaction")
+def test_ray_leaves_the_jvm_its_segv_handler(ray_cluster: tuple[object, int | None, int | None]) -> None:
+    """The JVM handles its own SIGSEGVs (safepoint polls, null checks): Ray's failure handler installed over it
+    killed the test process at random in a Lucene test run after a Ray one."""
+    _, before, after = ray_cluster
+    if before is None:
+        pytest.skip("no JVM in this process (engine 'lucene' is not installed), or Ray started before it")
+    assert after == before
 
 
 def test_ray_shards_match_local_search_bitwise(ray_cluster: object, tmp_path: Path) -> None:
