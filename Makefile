@@ -57,7 +57,7 @@ test-all: install vllm browser
 	$(BIN)/pytest -q -m ''
 
 bench: install
-	$(BIN)/python bench/bm25.py
+	$(BIN)/python bench/retrieval.py
 
 # Reference runs committed in results/reference (metrics.json, per_query.jsonl, config.lock.yaml;
 # .gitignore keeps the rest out) and the leaderboard exports made from them.

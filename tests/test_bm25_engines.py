@@ -199,3 +199,36 @@ def test_bm25s_index_is_built_once_and_reused_from_cache(task, queries, tmp_path
 def test_analyzer_emits_no_empty_terms():
     analyzer = Analyzer(AnalyzerOptions())
     assert analyzer("George Rankin's occupation, the 1990s' s") == ["georg", "rankin", "occup", "1990"]
+
+
+def test_auto_engine_is_lucene_when_installed_and_names_itself(monkeypatch):
+    """No engine given means auto: Lucene (the fastest, bench/retrieval.py) wherever it runs; the options then
+    say lucene, so a lock file, a cache key and an explicit `engine: lucene` are one and the same."""
+    import ragbench._java as java
+
+    monkeypatch.setattr(java, "lucene_missing", lambda: None)
+    auto = BM25Options()
+    assert (auto.engine, auto._auto_note) == ("lucene", None)
+    assert auto.model_dump() == BM25Options(engine="lucene").model_dump() == BM25Options(engine="auto").model_dump()
+    assert BM25Options.model_validate(auto.model_dump()).engine == "lucene"
+    # options only bm25s computes pick it, and say why
+    assert BM25Options(variant="robertson").engine == "bm25s"
+    assert "Snowball" in BM25Options(analyzer={"stemmer": "english"})._auto_note
+    assert BM25Options(engine="bm25s")._auto_note is None  # an engine asked for is never second-guessed
+
+
+def test_auto_engine_falls_back_to_bm25s_in_one_line_without_java(task, queries, tmp_path, monkeypatch):
+    import ragbench._java as java
+
+    monkeypatch.setattr(java, "lucene_missing", lambda: "pyserini is not installed")
+    lines: list[str] = []
+    options = BM25Options(top_k=K)
+    assert options.engine == "bm25s"
+    reporter = Reporter(quiet=False, interactive=False)
+    monkeypatch.setattr(reporter, "log", lines.append)
+    stage = BM25(options, StageEnv(Cache(tmp_path), reporter, "bm25"))
+    stage.prepare(task)
+    assert lines == ["bm25: engine auto runs bm25s, not Lucene: pyserini is not installed "
+                     "(pip install 'ragbench[lucene]')"]
+    assert stage.identity()["engine"] == "bm25s"
+    assert all(len(r) == K for r in stage.search(queries[:5]).values())

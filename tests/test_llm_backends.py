@@ -339,6 +339,7 @@ def test_server_killed_mid_run_resumes_from_cache(vllm_server_factory, tmp_path:
 
 # -- vLLM in-process (its own venv: a subprocess) ---------------------------------------------------
 @pytest.mark.vllm
+@pytest.mark.slow  # the engine in a subprocess of its own venv, ~100 s on 2 cores: `make test-all`
 @pytest.mark.timeout(600)
 def test_vllm_inprocess_matches_transformers(reference: dict[str, list], smollm2_dir: Path, tmp_path: Path) -> None:
     require_vllm()

@@ -53,6 +53,7 @@ def _listwise(llm: dict, cache: Cache) -> Listwise:
 
 
 @pytest.mark.vllm
+@pytest.mark.slow  # ~70 s of generation; listwise through transformers stays in `make test`: `make test-all`
 @pytest.mark.timeout(900)
 def test_listwise_same_permutation_through_transformers_and_vllm(vllm_server, smollm2_dir: Path,
                                                                   tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ metrics: [popqa_acc, faithfulness, correctness]
 """
 
 
+@pytest.mark.slow  # a reader and two judges generating through the server, ~90 s on 2 cores: `make test-all`
 def test_statement_judges_end_to_end_through_a_server(vllm_server, tmp_path) -> None:
     """SmolLM2 on the vLLM server splits and labels 2 PopQA answers; every stored score is the
     deterministic count of its stored reply, and unparseable samples are counted, not zero."""

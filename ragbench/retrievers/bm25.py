@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, model_validator
 
 from ragbench.cache import make_key
 from ragbench.retrievers.analysis import Analyzer, AnalyzerOptions
@@ -47,8 +47,9 @@ _VARIANTS = {
 
 
 class BM25Options(StageOptions):
-    engine: Literal["bm25s", "rank_bm25", "lucene"] = Field("bm25s",
-                                                            description="bm25s | rank_bm25 | lucene (pyserini)")
+    engine: Literal["auto", "bm25s", "rank_bm25", "lucene"] = Field(
+        "auto", description="auto (the default: lucene, or bm25s where Lucene is not installed or cannot compute "
+                              "the options) | bm25s | rank_bm25 | lucene (pyserini)")
     k1: float = Field(0.9, ge=0, description="term-frequency saturation")
     b: float = Field(0.4, ge=0, le=1, description="length normalisation")
     variant: str | None = Field(
@@ -58,6 +59,22 @@ class BM25Options(StageOptions):
     analyzer: AnalyzerOptions = Field(default_factory=AnalyzerOptions)
     top_k: int = Field(1000, ge=1, description="documents returned per query")
     threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (bm25s, lucene)")
+
+    _auto_note: str | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _auto_engine(cls, data: Any, handler: ModelWrapValidatorHandler[BM25Options]) -> BM25Options:
+        """`engine: auto` (or none given) becomes the engine that runs: the lock file, the cache keys and the
+        results then name it, and an explicit `engine: lucene` shares them. Why it is not Lucene is kept for the
+        one line the stage prints."""
+        note = None
+        if isinstance(data, dict) and data.get("engine", "auto") == "auto":
+            note = auto_engine_note(data)
+            data = {**data, "engine": "lucene" if note is None else "bm25s"}
+        options = handler(data)
+        options._auto_note = note
+        return options
 
     @model_validator(mode="after")
     def _engine_support(self) -> BM25Options:
@@ -78,6 +95,23 @@ class BM25Options(StageOptions):
         return self.variant or ("robertson" if self.engine == "rank_bm25" else "lucene")
 
 
+def auto_engine_note(options: dict[str, Any]) -> str | None:
+    """Why `engine: auto` runs bm25s instead of Lucene (the faster: bench/retrieval.py), or None for Lucene."""
+    from ragbench._java import lucene_missing
+
+    analyzer = options.get("analyzer") or {}
+    if isinstance(analyzer, AnalyzerOptions):
+        analyzer = analyzer.model_dump()
+    if options.get("variant") not in (None, "lucene"):
+        return f"variant '{options['variant']}' is not Lucene's"
+    if analyzer.get("stemmer") == "english":
+        return "Lucene has no 'english' (Snowball) stemmer"
+    if analyzer.get("lowercase") is False:
+        return "Lucene always lowercases"
+    missing = lucene_missing()
+    return f"{missing} (pip install 'ragbench[lucene]')" if missing else None
+
+
 class BM25(Retriever):
     Options = BM25Options
     version = "2"  # 2: the analyzer no longer emits an empty term (porter stem of "s")
@@ -91,6 +125,8 @@ class BM25(Retriever):
         params = None if o.engine == "lucene" else (o.k1, o.b)
         index_key = make_key("bm25-index", o.engine, o.resolved_variant, params, o.fields,
                              o.analyzer.model_dump(), task.corpus.fingerprint, self.version)
+        if o._auto_note:
+            self.env.reporter.log(f"{self.env.stage_id}: engine auto runs bm25s, not Lucene: {o._auto_note}")
         self.engine = _ENGINES[o.engine](o, self)
         self.engine.build(task.corpus, index_key)
 
@@ -229,8 +265,8 @@ class _LuceneEngine:
             writer.close()
             (tmp / "ragbench.json").write_text(json.dumps({"docs": n}))
 
-        path = self.stage.artifact_dir(key, build)
-        self.searcher = autoclass("io.anserini.search.SimpleSearcher")(str(path))
+        self.path = self.stage.artifact_dir(key, build)
+        self.searcher = autoclass("io.anserini.search.SimpleSearcher")(str(self.path))
         self.searcher.set_bm25(float(self.o.k1), float(self.o.b))
         analyzer = get_lucene_analyzer(stemmer=stemmer, stemming=stemmer != "none", stopwords=not keep_stop)
         self.searcher.set_analyzer(analyzer)
