@@ -268,8 +268,10 @@ def plan(data: list[str], skip: set[str], full: bool) -> list[tuple[str, str, st
     for d in data:
         n = int(d.split(":")[1]) if d.startswith("synthetic:") else 0
         for e in BM25_ENGINES:
-            why = "above 100,000 documents (exhaustive Python scoring)" if e == "rank_bm25" and n > \
-                RANK_BM25_MAX_DOCS or (e == "rank_bm25" and d == "frames") else None
+            why = None
+            if e == "rank_bm25" and (n > RANK_BM25_MAX_DOCS or d == "frames"):
+                why = "exhaustive Python scoring of " + ("its 92,535 passages" if d == "frames" else
+                                                         "more than 100,000 documents")
             cells.append(("bm25", e, d, why))
         for e in SPARSE_ENGINES:
             why = "its 92,535 passages would take hours to encode with splade-tiny here" if d == "frames" else None
