@@ -171,6 +171,7 @@ def test_seismic_finds_the_exact_top_k_and_keeps_each_query_its_own(tmp_path):
     sparse.save_npz(vectors / "docs.npz", sparse.csr_matrix(docs))
     corpus = Corpus({d: Document(d, "") for d in doc_ids}, "ids")
     index = SeismicSparseIndex(stub(tmp_path / "cache"), vectors, corpus, SeismicOptions(), threads=2)
+    assert index.n_postings == 500  # the floor: 0.05% of 300 documents is less
     k = 10
     qids = [f"q{i}" for i in range(len(queries))]
     hits = index.search(sparse.csr_matrix(queries), qids, k)

@@ -103,8 +103,7 @@ class SeismicSparseIndex:
         seismic = _seismic()
         self.options, self.threads, self.corpus = options, threads, corpus
         build_opts = options.model_dump(exclude={"query_cut", "heap_factor", "sorted"})
-        build_opts["n_postings"] = options.postings_for(len(corpus))
-        self.n_postings = build_opts["n_postings"]
+        self.n_postings = build_opts["n_postings"] = options.postings_for(len(corpus))  # the lock file records it
         key = make_key("seismic-raw-index", vectors_dir.name, build_opts, version("pyseismic-lsr"))
 
         def build(tmp: Path) -> None:

@@ -208,8 +208,9 @@ class SparseOptions(StageOptions):
     engine: Literal["scipy", "lucene", "seismic"] = Field(
         "scipy", description="scipy (exact, in-process sparse product) | lucene (Anserini impact index via "
                              "pyserini) | seismic (approximate, pyseismic-lsr)")
-    seismic: SeismicOptions | None = Field(None, description="engine seismic: its index and search knobs "
-                                                             "(default: the authors' near-exact setting)")
+    seismic: SeismicOptions | None = Field(None, description="engine seismic: its index and search knobs (default: "
+                                                             "the authors' MS MARCO setting, postings scaled to "
+                                                             "the collection)")
     fields: tuple[Literal["title", "text"], ...] = Field(
         ("title", "text"), min_length=1, description="document fields encoded, joined by a space")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
@@ -312,7 +313,8 @@ class SparseRetriever(Retriever):
 
             ident.update({"pyserini": version("pyserini"), "java": java_version()})
         elif self.options.engine == "seismic":
-            ident["pyseismic-lsr"] = version("pyseismic-lsr")
+            assert isinstance(self.engine, SeismicSparseIndex)
+            ident.update({"pyseismic-lsr": version("pyseismic-lsr"), "n_postings": self.engine.n_postings})
         else:
             ident["scipy"] = version("scipy")
         return ident
