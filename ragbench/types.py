@@ -170,6 +170,16 @@ class Ranking:
     def top(self, k: int) -> Ranking:
         return Ranking(self.qid, self.docids[:k], self.scores[:k])
 
+    def same_up_to_ties(self, other: Ranking, tol: float) -> bool:
+        """The same list up to ties: scores equal rank by rank within `tol`, and a document in one list only ties
+        the last score (so two engines that order or cut ties differently, or round scores, still agree)."""
+        if len(self) != len(other) or any(abs(a - b) > tol for a, b in zip(self.scores, other.scores, strict=True)):
+            return False
+        mine, theirs = dict(zip(self.docids, self.scores, strict=True)), dict(zip(other.docids, other.scores,
+                                                                                  strict=True))
+        return (all(abs(mine[d] - self.scores[-1]) <= tol for d in mine.keys() - theirs.keys())
+                and all(abs(theirs[d] - other.scores[-1]) <= tol for d in theirs.keys() - mine.keys()))
+
     def __len__(self) -> int:
         return len(self.docids)
 

@@ -9,8 +9,9 @@
 - bm25l is not compared: rank-bm25 0.2.2 multiplies each term's BM25L score by the term's
   frequency (dorianbrown/rank_bm25#5, fixed upstream after that release), so it scores docs
   without the term 0 and ranks differently from bm25s's (textbook) BM25L.
-- lucene stores document lengths in one byte, so it agrees with bm25s's lucene variant closely
-  but not exactly: top-10 overlap, not identity.
+- lucene stores document lengths in one byte and analyses with its own tokenizer, so it agrees with bm25s's
+  lucene variant under the simple analyzer and exact lengths closely but not exactly: top-10 overlap, not
+  identity. With Lucene's rules and lengths bm25s ranks as Lucene does (test_bm25_lucene_rules.py).
 """
 
 from __future__ import annotations

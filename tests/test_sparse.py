@@ -109,13 +109,14 @@ def test_scipy_index_top_k_equals_brute_force():
     k = 10
     expected = brute_force(docs, queries, doc_ids, k)
     # tiny blocks and budget: several document blocks and query batches, merged by the running top-k
+    corpus = Corpus({d: Document(d, "") for d in doc_ids}, "ids")
+    qids = [f"q{i}" for i in range(len(queries))]
     for kwargs in ({}, {"block_docs": 64, "budget": 128}, {"block_docs": 7, "budget": 7}):
-        index = ScipySparseIndex(sparse.csr_matrix(docs), **kwargs)
-        got = index.search(sparse.csr_matrix(queries), k)
-        assert len(got) == len(queries)
-        for i, (rows, scores) in enumerate(got):
-            hits = [(doc_ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
-            ranking = Ranking.from_scores(f"q{i}", hits, k)
+        index = ScipySparseIndex(sparse.csr_matrix(docs), corpus, **kwargs)
+        got = index.search(sparse.csr_matrix(queries), qids, k)
+        assert list(got) == qids
+        for i, qid in enumerate(qids):
+            ranking = Ranking.from_scores(qid, got[qid], k)
             assert ranking.docids == expected[i].docids, (kwargs, i)
             assert ranking.scores == pytest.approx(expected[i].scores)
     assert expected[3].docids == [] and len(expected[0]) == k

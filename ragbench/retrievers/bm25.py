@@ -11,6 +11,11 @@ b=0.4, Lucene's idf, Porter stemming and its 33 English stopwords.
 | stemmer   | porter, english, none               | porter, english, none     | porter, krovetz, none      |
 | stopwords | en (Lucene's set), none             | en, none                  | en (Lucene's set), none    |
 | lowercase | on/off                              | on/off                    | always on                  |
+| rules     | lucene, simple                      | lucene, simple            | lucene                     |
+| lengths   | exact, lucene (variant lucene)      | exact                     | lucene (one byte)          |
+
+With `rules: lucene` and `lengths: lucene` (the defaults wherever Lucene is, or could have been, the engine)
+bm25s ranks as Lucene does, up to ties: `engine: auto` gives the same results with or without Java.
 
 robertson: bm25s scores equal rank_bm25's divided by (k1 + 1), except for terms in more than
 half the documents (rank_bm25 floors their negative idf at epsilon * mean idf, bm25s at 0).
@@ -57,6 +62,10 @@ class BM25Options(StageOptions):
     fields: tuple[Literal["title", "text"], ...] = Field(("title", "text"), min_length=1,
                                                          description="document fields indexed, joined by a space")
     analyzer: AnalyzerOptions = Field(default_factory=AnalyzerOptions)
+    lengths: Literal["exact", "lucene"] = Field(
+        "exact", description="document lengths in the formula: exact, or as Lucene stores them (one byte: exact to "
+                             "23 tokens, then 4 significant bits), so that bm25s ranks as Lucene does (default: "
+                             "lucene where the engine is lucene or chosen automatically)")
     top_k: int = Field(1000, ge=1, description="documents returned per query")
     threads: int = Field(1, ge=1, json_schema_extra=EXECUTION, description="search threads (bm25s, lucene)")
 
@@ -69,9 +78,13 @@ class BM25Options(StageOptions):
         results then name it, and an explicit `engine: lucene` shares them. Why it is not Lucene is kept for the
         one line the stage prints."""
         note = None
-        if isinstance(data, dict) and data.get("engine", "auto") == "auto":
-            note = auto_engine_note(data)
-            data = {**data, "engine": "lucene" if note is None else "bm25s"}
+        if isinstance(data, dict):
+            lucene_like = data.get("engine", "auto") in ("auto", "lucene")
+            if data.get("engine", "auto") == "auto":
+                note = auto_engine_note(data)
+                data = {**data, "engine": "lucene" if note is None else "bm25s"}
+            if lucene_like:  # Lucene's analysis and lengths, which the bm25s fallback then reproduces
+                data = _lucene_defaults(data)
         options = handler(data)
         options._auto_note = note
         return options
@@ -88,11 +101,30 @@ class BM25Options(StageOptions):
             raise ValueError(f"stemmer 'krovetz' is only available on engine 'lucene', not '{self.engine}'")
         if self.engine == "lucene" and not self.analyzer.lowercase:
             raise ValueError("engine 'lucene' always lowercases (analyzer.lowercase must be true)")
+        if self.engine == "lucene" and (self.analyzer.rules, self.lengths) != ("lucene", "lucene"):
+            raise ValueError("engine 'lucene' analyses with Lucene's rules and stores Lucene's lengths "
+                             "(analyzer.rules and lengths must be lucene)")
+        if self.lengths == "lucene" and (self.engine == "rank_bm25" or variant != "lucene"):
+            raise ValueError(f"lengths 'lucene' is for variant lucene on engine bm25s or lucene, not variant "
+                             f"'{variant}' on '{self.engine}'")
         return self
 
     @property
     def resolved_variant(self) -> str:
         return self.variant or ("robertson" if self.engine == "rank_bm25" else "lucene")
+
+
+def _lucene_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Lucene's analysis rules and document lengths wherever the options leave them out."""
+    analyzer = data.get("analyzer") or {}
+    if isinstance(analyzer, AnalyzerOptions):
+        given, analyzer = analyzer.model_fields_set, analyzer.model_dump()
+    else:
+        given = set(analyzer)
+    if "rules" not in given:
+        analyzer = {**analyzer, "rules": "lucene"}
+    lengths = data.get("lengths") or ("lucene" if data.get("variant") in (None, "lucene") else "exact")
+    return {**data, "analyzer": analyzer, "lengths": lengths}
 
 
 def auto_engine_note(options: dict[str, Any]) -> str | None:
@@ -108,6 +140,10 @@ def auto_engine_note(options: dict[str, Any]) -> str | None:
         return "Lucene has no 'english' (Snowball) stemmer"
     if analyzer.get("lowercase") is False:
         return "Lucene always lowercases"
+    if analyzer.get("rules") == "simple":
+        return "Lucene analyses with its own rules, not 'simple'"
+    if options.get("lengths") == "exact":
+        return "Lucene stores document lengths in one byte, not exactly"
     missing = lucene_missing()
     return f"{missing} (pip install 'ragbench[lucene]')" if missing else None
 
@@ -124,7 +160,7 @@ class BM25(Retriever):
         # Lucene applies k1 and b at search time, so its index is shared across them
         params = None if o.engine == "lucene" else (o.k1, o.b)
         index_key = make_key("bm25-index", o.engine, o.resolved_variant, params, o.fields,
-                             o.analyzer.model_dump(), task.corpus.fingerprint, self.version)
+                             o.analyzer.model_dump(), o.lengths, task.corpus.fingerprint, self.version)
         if o._auto_note:
             self.env.reporter.log(f"{self.env.stage_id}: engine auto runs bm25s, not Lucene: {o._auto_note}")
         self.engine = _ENGINES[o.engine](o, self)
@@ -159,7 +195,11 @@ class _Bm25sEngine:
                     if len(tokens) % 1000 == 0:
                         advance(1000)
                 advance(len(tokens) % 1000)
-            r = bm25s.BM25(method=self.o.resolved_variant, k1=self.o.k1, b=self.o.b)
+            if self.o.lengths == "lucene":
+                from ragbench.retrievers.lucene_lengths import LuceneLengthsBM25 as cls
+            else:
+                cls = bm25s.BM25
+            r = cls(method=self.o.resolved_variant, k1=self.o.k1, b=self.o.b)
             r.index(tokens, show_progress=False)
             r.save(str(tmp))
 

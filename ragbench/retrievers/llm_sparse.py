@@ -51,6 +51,7 @@ from pydantic import Field
 from ragbench.llm.chat import render_chat
 from ragbench.llm.loading import DEFAULT_MODEL, load_causal_lm
 from ragbench.models import resolve
+from ragbench.retrievers.hits import hits_by_id
 from ragbench.retrievers.sparse_index import Encoded, SparseOptions, SparseRetriever, to_csr
 from ragbench.stage import EXECUTION
 from ragbench.types import Query, Ranking
@@ -334,10 +335,10 @@ class LLMSparse(SparseRetriever):
         if self.doc_dense is None:
             raise RuntimeError(f"{self.vectors_dir}: no dense vectors stored with this index")
         found = dense_top_k(self.doc_dense, q_dense, k)
-        doc_ids = iter(self.corpus.id_at([int(r) for rows, _ in found for r in rows]))  # one lookup per batch
+        dense_hits = hits_by_id(self.corpus, [q.id for q in queries], found)
         out = {}
-        for q, (_, scores) in zip(queries, found, strict=True):
-            dense = {next(doc_ids): float(s) for s in scores}
+        for q in queries:
+            dense = dict(dense_hits[q.id])
             sparse_ = dict(zip(sparse_runs[q.id].docids, sparse_runs[q.id].scores, strict=True))
             out[q.id] = Ranking.from_scores(q.id, fuse_hybrid(dense, sparse_, o.alpha), k)
         return out

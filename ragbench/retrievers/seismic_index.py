@@ -29,6 +29,7 @@ from scipy import sparse
 
 from ragbench.cache import make_key
 from ragbench.errors import RagbenchError
+from ragbench.retrievers.hits import IdHits, hits_by_id
 from ragbench.stage import StageOptions
 from ragbench.types import Corpus
 
@@ -116,9 +117,9 @@ class SeismicSparseIndex:
         path = stage.artifact_dir(key, build)
         self.index = seismic.SeismicIndexRaw.load(str(path / "index"))  # the raw index saves under the name given
 
-    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> dict[str, list[tuple[str, float]]]:
+    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> IdHits:
         queries = queries.tocsr()
-        out: dict[str, list[tuple[str, float]]] = {qid: [] for qid in qids}
+        out: IdHits = {qid: [] for qid in qids}
         keep = [i for i in range(len(qids)) if queries.indptr[i + 1] > queries.indptr[i]]  # an empty query finds none
         if not keep:
             return out
@@ -128,8 +129,7 @@ class SeismicSparseIndex:
             results = self.index.batch_search(str(Path(work) / "queries.bin"), k=int(k), query_cut=o.query_cut,
                                               heap_factor=o.heap_factor, n_knn=0, sorted=o.sorted,
                                               num_threads=max(1, self.threads))
-        rows = [int(r) for hits in results for _, r in hits]
-        ids = iter(self.corpus.id_at(rows))  # one lookup per batch
-        for i, hits in zip(keep, results, strict=True):
-            out[qids[i]] = [(next(ids), float(score)) for score, _ in hits]
+        found = [(np.array([r for _, r in hits], dtype=np.int64), np.array([s for s, _ in hits], dtype=np.float64))
+                 for hits in results]
+        out.update(hits_by_id(self.corpus, [qids[i] for i in keep], found))
         return out

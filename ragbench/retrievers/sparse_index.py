@@ -33,7 +33,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from pydantic import Field, model_serializer, model_validator
@@ -41,6 +41,7 @@ from scipy import sparse
 
 from ragbench.cache import make_key
 from ragbench.retrievers.base import Retriever
+from ragbench.retrievers.hits import Hits, IdHits, hits_by_id
 from ragbench.retrievers.seismic_index import SeismicOptions, SeismicSparseIndex
 from ragbench.retrievers.sparse_encoding import DocumentEncoder, Encoded, encode_corpus
 from ragbench.stage import EXECUTION, StageOptions
@@ -52,7 +53,6 @@ DOC_BLOCK = 1 << 20
 #: integer quantisation of float weights for the Lucene impact index
 LUCENE_SCALE = 100
 
-Hits = tuple[np.ndarray, np.ndarray]  # (document rows, scores), unordered
 
 
 def to_csr(rows: Sequence[dict[int, float]] | Any, vocab_size: int) -> sparse.csr_matrix:
@@ -93,11 +93,19 @@ def top_k_with_ties(rows: np.ndarray, scores: np.ndarray, k: int) -> Hits:
 
 
 # ----------------------------------------------------------------------------- engines
+class SparseIndex(Protocol):
+    """What a sparse retriever asks of its engine."""
+
+    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> IdHits: ...
+
+
 class ScipySparseIndex:
     """Exact top-k by sparse dot product over an in-memory inverted index."""
 
-    def __init__(self, matrix: sparse.csr_matrix, block_docs: int = DOC_BLOCK, budget: int = SCORE_BUDGET):
+    def __init__(self, matrix: sparse.csr_matrix, corpus: Corpus, block_docs: int = DOC_BLOCK,
+                 budget: int = SCORE_BUDGET):
         matrix = matrix.tocsr()
+        self.corpus = corpus
         self.n_docs, self.vocab_size = matrix.shape
         self.block_docs = max(1, min(block_docs, self.n_docs))
         self.query_batch = max(1, budget // self.block_docs)
@@ -105,7 +113,11 @@ class ScipySparseIndex:
         self.blocks = [(start, matrix[start:start + self.block_docs].T.tocsr())
                        for start in range(0, self.n_docs, self.block_docs)]
 
-    def search(self, queries: sparse.csr_matrix, k: int) -> list[Hits]:
+    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> IdHits:
+        return hits_by_id(self.corpus, qids, self.search_rows(queries, k))
+
+    def search_rows(self, queries: sparse.csr_matrix, k: int) -> list[Hits]:
+        """Each query's top k (plus ties) as corpus rows and scores."""
         queries = queries.tocsr().astype(np.float32)
         out: list[Hits] = []
         empty: Hits = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
@@ -172,7 +184,7 @@ class LuceneImpactIndex:
         q = np.rint(weights * self.scale).astype(np.int64)
         return {self.terms[t]: int(w) for t, w in zip(indices, q, strict=True) if w > 0}
 
-    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> dict[str, list[tuple[str, float]]]:
+    def search(self, queries: sparse.csr_matrix, qids: list[str], k: int) -> IdHits:
         queries = queries.tocsr()
         jqueries, jqids, out = self._list(), self._list(), {}
         for i, qid in enumerate(qids):
@@ -282,25 +294,17 @@ class SparseRetriever(Retriever):
         dense = self.vectors_dir / "dense.npy"
         self.doc_dense = np.load(dense, mmap_mode="r") if dense.exists() else None
         if o.engine == "lucene":
-            self.engine: ScipySparseIndex | LuceneImpactIndex | SeismicSparseIndex = LuceneImpactIndex(
+            self.engine: SparseIndex = LuceneImpactIndex(
                 self, self.vectors_dir, task.corpus, lucene_terms(vocab), o.threads)
         elif o.engine == "seismic":
             assert o.seismic is not None
             self.engine = SeismicSparseIndex(self, self.vectors_dir, task.corpus, o.seismic, o.threads)
         else:
-            self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"))
+            self.engine = ScipySparseIndex(sparse.load_npz(self.vectors_dir / "docs.npz"), task.corpus)
 
     def sparse_search(self, queries: list[Query], q_sparse: sparse.csr_matrix, k: int) -> dict[str, Ranking]:
-        if isinstance(self.engine, LuceneImpactIndex | SeismicSparseIndex):
-            hits = self.engine.search(q_sparse, [q.id for q in queries], k)
-            return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
-        found = self.engine.search(q_sparse, k)
-        doc_ids = iter(self.corpus.id_at([int(r) for rows, _ in found for r in rows]))  # one lookup per batch
-        out = {}
-        for q, (_, scores) in zip(queries, found, strict=True):
-            hits = [(next(doc_ids), float(s)) for s in scores]
-            out[q.id] = Ranking.from_scores(q.id, hits, k)
-        return out
+        hits = self.engine.search(q_sparse, [q.id for q in queries], k)
+        return {q.id: Ranking.from_scores(q.id, hits[q.id], k) for q in queries}
 
     def search(self, queries: list[Query]) -> dict[str, Ranking]:
         q_sparse, _ = self.encode_queries([q.text for q in queries])
