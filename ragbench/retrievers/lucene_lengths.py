@@ -43,16 +43,18 @@ class LuceneLengthsBM25(bm25s.BM25):
             raise ValueError(f"Lucene's lengths apply to method 'lucene', not '{self.method}'")
         self.nonoccurrence_array = None  # what bm25s's own build sets for methods other than bm25l and bm25+
         lengths = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=len(corpus_token_ids))
-        terms = np.fromiter(itertools.chain.from_iterable(corpus_token_ids), dtype=np.int64, count=int(lengths.sum()))
-        docs = np.repeat(np.arange(len(lengths)), lengths)
-        tf = sparse.csc_matrix((np.ones(len(terms)), (docs, terms)), shape=(len(lengths), len(unique_token_ids)))
+        terms = np.fromiter(itertools.chain.from_iterable(corpus_token_ids), dtype=np.int32, count=int(lengths.sum()))
+        docs = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+        tf = sparse.csc_matrix((np.ones(len(terms), dtype=np.float32), (docs, terms)),
+                               shape=(len(lengths), len(unique_token_ids)))
+        del terms, docs
         tf.sum_duplicates()  # column t: the documents holding term t, with its frequency in each
         n = max(1, int(np.count_nonzero(lengths)))  # Lucene's docCount: documents with a token
         avgdl = lengths.sum() / n
         df = np.diff(tf.indptr)
         idf = np.log1p((n - df + 0.5) / (df + 0.5))
         norm = self.k1 * (1 - self.b + self.b * lucene_lengths(lengths) / avgdl)
-        freq = tf.data
+        freq = tf.data.astype(np.float64)
         data = np.repeat(idf, df) * freq / (freq + norm[tf.indices])
         return {"data": data.astype(self.dtype), "indices": tf.indices.astype(self.int_dtype),
                 "indptr": tf.indptr, "num_docs": len(lengths)}
