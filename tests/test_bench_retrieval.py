@@ -29,3 +29,7 @@ def test_bench_prints_each_engine_and_the_bars_line(tmp_path: Path) -> None:
                         lines[-1])
     assert last, lines[-1]
     assert 0 < float(last[1]) <= 1 and float(last[3]) >= 0.9
+    # bm25s with Lucene's rules and lengths returns the default's top 10 up to ties, query for query
+    same = next(line for line in lines if "the same as bm25s's up to ties" in line)
+    n, total = map(int, re.search(r"on (\d+) of (\d+) queries", same).groups())
+    assert n == total == 60, same
