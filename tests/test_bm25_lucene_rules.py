@@ -137,6 +137,9 @@ def test_defaults_follow_the_engine(monkeypatch):
     assert "one byte" in BM25Options(lengths="exact")._auto_note
     assert "simple" in BM25Options(analyzer={"rules": "simple"})._auto_note
     assert BM25Options.model_validate(BM25Options().model_dump()) == BM25Options()  # a lock file reads back the same
+    # options built in Python: only what was asked for counts, not the analyzer's own defaults
+    built = BM25Options(analyzer=AnalyzerOptions(stopwords="none"))
+    assert (built.engine, built.analyzer.rules, built.analyzer.stopwords) == ("lucene", "lucene", "none")
 
 
 @pytest.mark.parametrize(("options", "message"), [

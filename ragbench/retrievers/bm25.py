@@ -132,8 +132,8 @@ def auto_engine_note(options: dict[str, Any]) -> str | None:
     from ragbench._java import lucene_missing
 
     analyzer = options.get("analyzer") or {}
-    if isinstance(analyzer, AnalyzerOptions):
-        analyzer = analyzer.model_dump()
+    if isinstance(analyzer, AnalyzerOptions):  # what was asked for, not the in-process engines' defaults
+        analyzer = analyzer.model_dump(include=analyzer.model_fields_set)
     if options.get("variant") not in (None, "lucene"):
         return f"variant '{options['variant']}' is not Lucene's"
     if analyzer.get("stemmer") == "english":
