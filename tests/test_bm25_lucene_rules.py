@@ -161,3 +161,21 @@ def test_same_up_to_ties():
     assert not a.same_up_to_ties(Ranking("q", ["d1", "d9", "d3"], [3.0, 2.0, 1.0]), 1e-4)  # d9 displaces d2
     assert not a.same_up_to_ties(Ranking("q", ["d1", "d2", "d3"], [3.0, 2.1, 1.0]), 1e-4)
     assert not a.same_up_to_ties(a.top(2), 1e-4)
+
+
+def test_ascii_path_segments_as_unicode_word_boundaries():
+    """ASCII text takes a one-regex path; on random strings of the characters UAX #29 treats specially it gives
+    the segments of the general path (the `regex` package's word boundaries, checked against Lucene above)."""
+    import random
+
+    from ragbench.retrievers import analysis
+
+    def general(text: str) -> list[str]:
+        return [s for s in analysis._SEGMENT.findall(text)
+                if (s[0].isascii() and s[0].isalnum()) or analysis._EMITTED.search(s)]
+
+    rng = random.Random(0)
+    alphabet = "ab1_.:,;'\" -/()?!&@#*+<>\t\n9Z"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+        assert analysis.lucene_tokens(text) == [s[:-2] if s.endswith("'s") else s for s in general(text)], text

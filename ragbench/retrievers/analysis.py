@@ -27,6 +27,10 @@ _SEGMENT = regex.compile(r"\p{LB=SA}+|\b\S+?\b", flags=regex.WORD | regex.V1)
 #: Hangul, South-East Asian scripts, emoji); punctuation, symbols and superscript digits alone are dropped
 _EMITTED = regex.compile(r"[\p{WB=ALetter}\p{WB=Hebrew_Letter}\p{WB=Numeric}\p{WB=Katakana}\p{Ideographic}"
                          r"\p{Script=Hiragana}\p{Script=Hangul}\p{LB=Complex_Context}\p{Extended_Pictographic}]")
+#: the same segments where the text is ASCII, in one pass: UAX #29 there joins letters, digits and "_" (WB5,
+#: WB8-10, WB13a/b), letters across : . ' (WB6/7) and digits across , ; . ' (WB11/12), and nothing else
+_ASCII_SEGMENT = re.compile(r"[A-Za-z0-9_]+(?:(?:(?<=[A-Za-z])[:.'](?=[A-Za-z])|(?<=[0-9])[,;.'](?=[0-9]))"
+                            r"[A-Za-z0-9_]+)*")
 #: StandardTokenizer's maxTokenLength: longer tokens are cut into pieces of this length
 MAX_TOKEN_LENGTH = 255
 #: Java lowercases code point by code point (Character.toLowerCase); Python's str.lower() maps these two otherwise
@@ -64,8 +68,12 @@ def _stemmer(name: str, rules: str) -> Callable[[str], str]:
 def lucene_tokens(text: str) -> list[str]:
     """StandardTokenizer's tokens, then EnglishPossessiveFilter (Lucene's order, before lowercasing)."""
     out = []
-    for seg in _SEGMENT.findall(text):
-        if not (seg[0].isascii() and seg[0].isalnum()) and not _EMITTED.search(seg):  # ASCII letter or digit: fast
+    ascii_ = text.isascii()
+    for seg in (_ASCII_SEGMENT if ascii_ else _SEGMENT).findall(text):
+        if ascii_:
+            if seg.strip("_") == "":  # underscores alone: no letter or digit
+                continue
+        elif not (seg[0].isascii() and seg[0].isalnum()) and not _EMITTED.search(seg):  # ASCII alnum first: fast
             continue
         pieces = [seg] if len(seg) <= MAX_TOKEN_LENGTH else \
             [seg[i:i + MAX_TOKEN_LENGTH] for i in range(0, len(seg), MAX_TOKEN_LENGTH)]
