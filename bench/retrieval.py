@@ -183,12 +183,9 @@ def ndcg(task: TaskData, rankings: dict[str, Any]) -> float | None:
     """nDCG@10 of real tasks (their qrels), from the rankings the stage returned; None for synthetic data."""
     if not task.qrels:
         return None
-    import ir_measures
+    from ragbench.metrics.ir import evaluate
 
-    run = [ir_measures.ScoredDoc(qid, d, s)
-           for qid, r in rankings.items() for d, s in zip(r.docids, r.scores, strict=True)]
-    qrels = [ir_measures.Qrel(qid, d, int(g)) for qid, docs in task.qrels.items() for d, g in docs.items()]
-    return float(ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, run)[ir_measures.nDCG @ 10])
+    return evaluate(rankings, task.qrels, ["nDCG@10"])[0]["nDCG@10"]
 
 
 # ----------------------------------------------------------------------------- learned sparse

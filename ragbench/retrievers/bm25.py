@@ -79,11 +79,11 @@ class BM25Options(StageOptions):
         one line the stage prints."""
         note = None
         if isinstance(data, dict):
-            lucene_like = data.get("engine", "auto") in ("auto", "lucene")
-            if data.get("engine", "auto") == "auto":
+            engine = data.get("engine", "auto")
+            if engine == "auto":
                 note = auto_engine_note(data)
                 data = {**data, "engine": "lucene" if note is None else "bm25s"}
-            if lucene_like:  # Lucene's analysis and lengths, which the bm25s fallback then reproduces
+            if engine in ("auto", "lucene"):  # Lucene's analysis and lengths, which the bm25s fallback reproduces
                 data = _lucene_defaults(data)
         options = handler(data)
         options._auto_note = note
@@ -114,15 +114,16 @@ class BM25Options(StageOptions):
         return self.variant or ("robertson" if self.engine == "rank_bm25" else "lucene")
 
 
+def _asked(analyzer: AnalyzerOptions | dict[str, Any] | None) -> dict[str, Any]:
+    """The analyzer options given, not the in-process engines' defaults (an AnalyzerOptions: its fields set)."""
+    if isinstance(analyzer, AnalyzerOptions):
+        return analyzer.model_dump(include=analyzer.model_fields_set)
+    return dict(analyzer or {})
+
+
 def _lucene_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """Lucene's analysis rules and document lengths wherever the options leave them out."""
-    analyzer = data.get("analyzer") or {}
-    if isinstance(analyzer, AnalyzerOptions):
-        given, analyzer = analyzer.model_fields_set, analyzer.model_dump()
-    else:
-        given = set(analyzer)
-    if "rules" not in given:
-        analyzer = {**analyzer, "rules": "lucene"}
+    analyzer = {"rules": "lucene", **_asked(data.get("analyzer"))}
     lengths = data.get("lengths") or ("lucene" if data.get("variant") in (None, "lucene") else "exact")
     return {**data, "analyzer": analyzer, "lengths": lengths}
 
@@ -131,9 +132,7 @@ def auto_engine_note(options: dict[str, Any]) -> str | None:
     """Why `engine: auto` runs bm25s instead of Lucene (the faster: bench/retrieval.py), or None for Lucene."""
     from ragbench._java import lucene_missing
 
-    analyzer = options.get("analyzer") or {}
-    if isinstance(analyzer, AnalyzerOptions):  # what was asked for, not the in-process engines' defaults
-        analyzer = analyzer.model_dump(include=analyzer.model_fields_set)
+    analyzer = _asked(options.get("analyzer"))
     if options.get("variant") not in (None, "lucene"):
         return f"variant '{options['variant']}' is not Lucene's"
     if analyzer.get("stemmer") == "english":

@@ -13,7 +13,8 @@ Hits = tuple[np.ndarray, np.ndarray]  # (document rows, scores), unordered
 IdHits = dict[str, list[tuple[str, float]]]
 
 
-def hits_by_id(corpus: Corpus, qids: Sequence[str], found: Sequence[Hits]) -> IdHits:
+def hits_by_id(corpus: Corpus, qids: Sequence[str],
+               found: Sequence[Hits | tuple[Sequence[int], Sequence[float]]]) -> IdHits:
     """Per-query (row, score) hits as (document id, score), with one id lookup for the whole batch."""
     ids = iter(corpus.id_at([int(r) for rows, _ in found for r in rows]))
     return {qid: [(next(ids), float(s)) for s in scores] for qid, (_, scores) in zip(qids, found, strict=True)}

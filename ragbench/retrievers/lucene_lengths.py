@@ -24,14 +24,10 @@ SIGNIFICANT_BITS = 4
 
 def lucene_lengths(lengths: np.ndarray) -> np.ndarray:
     """Document lengths as Lucene decodes them from their one-byte norm."""
-    out = np.asarray(lengths, dtype=np.int64).copy()
-    excess = out - EXACT_BELOW
-    long = excess >= 1 << SIGNIFICANT_BITS - 1  # 3 bits or fewer fit as they are
-    bits = np.zeros_like(excess)
-    bits[long] = np.floor(np.log2(excess[long])).astype(np.int64) + 1  # bit length, exact below 2**53
-    shift = np.maximum(bits - SIGNIFICANT_BITS, 0)
-    out[long] = EXACT_BELOW + ((excess[long] >> shift[long]) << shift[long])
-    return out
+    lengths = np.asarray(lengths, dtype=np.int64)
+    excess = np.maximum(lengths - EXACT_BELOW, 0)
+    shift = np.maximum(np.frexp(excess)[1] - SIGNIFICANT_BITS, 0)  # frexp's exponent: the bit length (exact < 2**53)
+    return np.where(lengths < EXACT_BELOW, lengths, EXACT_BELOW + ((excess >> shift) << shift))
 
 
 class LuceneLengthsBM25(bm25s.BM25):

@@ -129,7 +129,6 @@ class SeismicSparseIndex:
             results = self.index.batch_search(str(Path(work) / "queries.bin"), k=int(k), query_cut=o.query_cut,
                                               heap_factor=o.heap_factor, n_knn=0, sorted=o.sorted,
                                               num_threads=max(1, self.threads))
-        found = [(np.array([r for _, r in hits], dtype=np.int64), np.array([s for s, _ in hits], dtype=np.float64))
-                 for hits in results]
+        found = [([r for _, r in hits], [score for score, _ in hits]) for hits in results]  # Seismic: (score, row)
         out.update(hits_by_id(self.corpus, [qids[i] for i in keep], found))
         return out

@@ -54,7 +54,6 @@ DOC_BLOCK = 1 << 20
 LUCENE_SCALE = 100
 
 
-
 def to_csr(rows: Sequence[dict[int, float]] | Any, vocab_size: int) -> sparse.csr_matrix:
     """Rows given as {term id: weight} dicts, or a torch sparse/dense tensor, -> float32 CSR."""
     if hasattr(rows, "is_sparse") or hasattr(rows, "layout"):  # a torch tensor
